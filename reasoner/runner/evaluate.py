@@ -1,0 +1,183 @@
+"""`reasoner eval`: a benchmark, a strategy and a model, into a resumable run folder."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from reasoner.config import EvalConfig
+from reasoner.models import Generator, load_generator, resolve_backend
+from reasoner.prompts import PromptTemplate, load_prompt
+from reasoner.runner.benchmarks import BenchmarkSpec, load_benchmark
+from reasoner.runner.datasets import FieldMap, LoadedDataset, load_dataset, load_manifest, read_jsonl
+from reasoner.runner.manifest import git_commit, hardware, model_record, package_versions
+from reasoner.runner.metrics import summarize
+from reasoner.runner.run_folder import RunFolder
+from reasoner.strategies import Strategy, StrategyConfig, load_strategy
+from reasoner.types import SamplingParams, Trace
+from reasoner.verifiers import Verifier
+from reasoner.verifiers import load as load_verifier
+
+
+@dataclass
+class EvalPlan:
+    """Everything resolved before a model is loaded, so bad input fails in seconds."""
+
+    config: EvalConfig  # with benchmark defaults filled in
+    benchmark: BenchmarkSpec
+    dataset: LoadedDataset
+    prompt: PromptTemplate
+    strategy: Strategy
+    verifier: Verifier
+    sampling: SamplingParams
+
+
+def plan_eval(config: EvalConfig) -> EvalPlan:
+    benchmark = load_benchmark(config.benchmark)
+    strategy = load_strategy(config.strategy.name)
+    verifier = load_verifier(config.verifier or benchmark.verifier, timeout_s=config.verifier_timeout_s)
+    prompt = load_prompt(config.prompt or benchmark.prompt)
+    resolve_backend(config.model)
+    if config.dataset is not None:
+        d = config.dataset
+        fields = FieldMap(question=d.question_field, answer=d.answer_field, id=d.id_field)
+        dataset = read_jsonl(Path(d.path), fields, [], d.answer_format, config.skip_bad)
+    else:
+        manifest = load_manifest(benchmark.dataset)
+        dataset = load_dataset(manifest, config.split or benchmark.split, config.data_dir, config.skip_bad)
+    sampling = SamplingParams(
+        temperature=(
+            config.sampling.temperature
+            if config.sampling.temperature is not None
+            else strategy.default_temperature
+        ),
+        top_p=config.sampling.top_p,
+        max_tokens=config.sampling.max_tokens or benchmark.max_tokens,
+        stop=tuple(config.sampling.stop),
+    )
+    resolved = config.model_copy(
+        update={
+            "split": None if config.dataset else (config.split or benchmark.split),
+            "prompt": config.prompt or benchmark.prompt,
+            "verifier": config.verifier or benchmark.verifier,
+            "sampling": config.sampling.model_copy(
+                update={"temperature": sampling.temperature, "max_tokens": sampling.max_tokens}
+            ),
+        }
+    )
+    return EvalPlan(resolved, benchmark, dataset, prompt, strategy, verifier, sampling)
+
+
+def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str, Any]:
+    """Run (or resume) an eval and return its summary. `generator` lets callers share one
+    loaded engine across runs; otherwise the configured model is loaded here."""
+    plan = plan_eval(config)
+    config = plan.config
+    problems = plan.dataset.problems[: config.limit] if config.limit is not None else plan.dataset.problems
+    out = Path(config.out or default_out(config))
+    folder = RunFolder(out)
+    folder.prepare(config.model_dump(mode="json"))
+    finished_ids = {row["problem"]["id"] for row in folder.load_results()}
+    pending = [p for p in problems if p.id not in finished_ids]
+
+    session: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "problems": 0,
+                               "prompt_tokens": 0, "completion_tokens": 0, "engine_calls": 0}
+    if pending:
+        started = time.perf_counter()
+        owns_generator = generator is None
+        resolved_model = None
+        if generator is None:
+            generator, resolved_model = load_generator(config.model)
+        session["load_time_s"] = time.perf_counter() - started
+        if not folder.manifest_path.is_file():
+            folder.write_manifest(_manifest(plan, generator, resolved_model))
+        progress = tqdm(total=len(problems), initial=len(problems) - len(pending), unit="problem",
+                        desc=f"{config.benchmark}/{config.strategy.name}", disable=not config.progress)
+
+        def record(trace: Trace) -> None:
+            folder.append_result(trace.to_dict())
+            session["problems"] += 1
+            session["prompt_tokens"] += trace.usage.prompt_tokens
+            session["completion_tokens"] += trace.usage.completion_tokens
+            progress.update(1)
+
+        generation_started = time.perf_counter()
+        try:
+            session["engine_calls"] += 1
+            plan.strategy.run(
+                pending,
+                generator,
+                plan.verifier,
+                StrategyConfig(plan.prompt, plan.sampling, config.strategy.n, config.seed),
+                on_trace=record,
+            )
+        finally:
+            progress.close()
+            session["generate_wall_s"] = time.perf_counter() - generation_started
+            folder.append_session(session)
+            plan.verifier.close()
+            if owns_generator:
+                generator.close()
+
+    summary = _summary(plan, problems, folder)
+    folder.write_summary(summary)
+    return summary
+
+
+def default_out(config: EvalConfig) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"runs/{config.benchmark}-{config.strategy.name}-{stamp}"
+
+
+def _manifest(plan: EvalPlan, generator: Generator, resolved: Any) -> dict[str, Any]:
+    config = plan.config
+    return {
+        "created": datetime.now(UTC).isoformat(),
+        "reasoner_commit": git_commit(),
+        "packages": package_versions(),
+        "model": model_record(resolved, generator.description),
+        "dataset": {"source": plan.dataset.source, "sha256": plan.dataset.sha256,
+                    "rows": len(plan.dataset.problems), "bad_rows": len(plan.dataset.bad_rows)},
+        "prompt": {"name": plan.prompt.name, "sha256": plan.prompt.sha256},
+        "verifier": config.verifier,
+        "strategy": config.strategy.name,
+        "seed": config.seed,
+        "hardware": hardware(),
+    }
+
+
+def _summary(plan: EvalPlan, problems: list[Any], folder: RunFolder) -> dict[str, Any]:
+    order = {p.id: i for i, p in enumerate(problems)}
+    rows = sorted(
+        (row for row in folder.load_results() if row["problem"]["id"] in order),
+        key=lambda row: order[row["problem"]["id"]],
+    )
+    config = plan.config
+    summary: dict[str, Any] = {
+        "benchmark": config.benchmark if config.dataset is None else f"file:{config.dataset.path}",
+        "model": config.model.name,
+        "strategy": config.strategy.name,
+        "n": config.strategy.n,
+        "seed": config.seed,
+        "complete": len(rows) == len(problems),
+        "bad_rows_skipped": len(plan.dataset.bad_rows),
+        **summarize(rows),
+    }
+    sessions = folder.load_sessions()
+    generate_wall = sum(s.get("generate_wall_s", 0.0) for s in sessions)
+    generated = sum(s.get("completion_tokens", 0) for s in sessions)
+    summary["timing"] = {
+        "sessions": len(sessions),
+        "engine_calls": sum(s.get("engine_calls", 0) for s in sessions),
+        "load_time_s": sum(s.get("load_time_s", 0.0) for s in sessions),
+        "generate_wall_s": generate_wall,
+        "completion_tokens_per_s": generated / generate_wall if generate_wall else None,
+    }
+    if plan.dataset.bad_rows:
+        (folder.path / "bad_rows.txt").write_text("\n".join(plan.dataset.bad_rows) + "\n")
+    return summary

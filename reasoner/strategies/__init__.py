@@ -1,0 +1,20 @@
+"""Inference-time strategies. A new one is a module plus an entry here."""
+
+from __future__ import annotations
+
+from reasoner.errors import ConfigError, unknown_choice
+from reasoner.strategies.base import Strategy, StrategyConfig, problem_seed
+from reasoner.strategies.sampling import Greedy, SelfConsistency
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    Greedy.name: Greedy,
+    SelfConsistency.name: SelfConsistency,
+}
+
+__all__ = ["STRATEGIES", "Strategy", "StrategyConfig", "load_strategy", "problem_seed"]
+
+
+def load_strategy(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise ConfigError(unknown_choice("strategy", name, STRATEGIES))
+    return STRATEGIES[name]()

@@ -1,0 +1,21 @@
+"""Verifiers by name, so configs and CLIs can pick one with a string."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reasoner.errors import unknown_choice
+from reasoner.verifiers.base import Verifier
+from reasoner.verifiers.math_answer import MathAnswerVerifier
+
+VERIFIERS: dict[str, type[Verifier]] = {"math": MathAnswerVerifier}
+
+
+def load(name: str, **kwargs: Any) -> Verifier:
+    """A ValueError, not a KeyError, so a typo in a config reads as a bad value with the fix."""
+    if name not in VERIFIERS:
+        raise ValueError(unknown_choice("verifier", name, VERIFIERS))
+    return VERIFIERS[name](**kwargs)
+
+
+__all__ = ["VERIFIERS", "Verifier", "load"]

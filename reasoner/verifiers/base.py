@@ -1,0 +1,45 @@
+"""The Verifier contract.
+
+A verifier turns (problem, completion) into a Verdict. Loops and trainers only ever see this
+interface, so a new checker is one subclass plus a registry entry.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
+
+from reasoner.types import Completion, Problem, Verdict
+
+
+class Verifier(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def verify(self, problem: Problem, completion: Completion) -> Verdict:
+        """Never raises for a bad completion or a failing check: that is a Verdict of `error`."""
+
+    def verify_batch(self, pairs: Sequence[tuple[Problem, Completion]]) -> list[Verdict]:
+        """Checks run concurrently; subclasses whose checks run in worker processes get
+        real parallelism from this default, since each thread only waits on its worker."""
+        if len(pairs) <= 1:
+            return [self.verify(p, c) for p, c in pairs]
+        with ThreadPoolExecutor(max_workers=min(len(pairs), self.max_concurrency)) as pool:
+            return list(pool.map(lambda pc: self.verify(*pc), pairs))
+
+    max_concurrency: int = 2
+
+    def equivalent(self, problem: Problem, a: str, b: str) -> bool:
+        """Whether two extracted answers are the same answer (for majority voting)."""
+        return a.strip() == b.strip()
+
+    def close(self) -> None:
+        """Release worker processes; a verifier stays usable after close (workers restart)."""
+
+    def __enter__(self) -> Verifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
