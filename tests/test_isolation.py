@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import operator
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -67,6 +68,7 @@ def test_remote_exception_is_failed_and_worker_survives(worker: IsolatedWorker) 
         worker.call(operator.truediv, 1, 0, timeout=30)
     assert info.value.remote_type == "ZeroDivisionError"
     assert "division by zero" in info.value.remote_message
+    assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
     assert worker.call(os.getpid, timeout=30) == pid
 
 

@@ -46,6 +46,7 @@ def verifier() -> Iterator[MathAnswerVerifier]:
         ("**The final answer is 42.**", "42"),
         (r"the answer is \(\sqrt{2}\).", r"\sqrt{2}"),
         ("The answer is 18 dollars.", "18"),
+        ("The answer is 2 and 3.", "2 and 3"),
         ("The answer is 7. Then the answer is 9.", "9"),
         ("I have 3 apples, then 1,234,567 more.", "1234567"),
         ("the temperature fell to -4.5 degrees", "-4.5"),
@@ -83,6 +84,7 @@ def test_extract_answer_is_linear_on_pathological_input() -> None:
         (r"2\sqrt{3}", r"\boxed{\sqrt{12}}"),
         (r"\{1,2\}", r"\boxed{\{2, 1\}}"),
         ("(1,2)", r"\boxed{(1, 2)}"),
+        ("2, 3", "The answer is 3 and 2."),
     ],
 )
 def test_equivalent_answers_are_correct(verifier: MathAnswerVerifier, gold: str, text: str) -> None:
@@ -118,6 +120,12 @@ def test_unparsable_gold_is_error_not_incorrect(verifier: MathAnswerVerifier) ->
     verdict = verifier.verify(_problem("@@@"), _completion(r"\boxed{7}"))
     assert verdict.status == "error"
     assert "'@@@'" in verdict.feedback and "'p1'" in verdict.feedback
+
+
+def test_gold_math_verify_misreads_is_error_not_correct(verifier: MathAnswerVerifier) -> None:
+    # `$0.\overline{3}$` parses as 0; the verifier must not pass a "0" against it.
+    verdict = verifier.verify(_problem(r"0.\overline{3}"), _completion(r"\boxed{0}"))
+    assert verdict.status == "error"
 
 
 def test_missing_gold_is_error(verifier: MathAnswerVerifier) -> None:

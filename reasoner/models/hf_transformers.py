@@ -3,6 +3,7 @@ training stages load. Requests with equal sampling settings go through one padde
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
@@ -53,7 +54,11 @@ class TransformersGenerator(Generator):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         results: list[list[Completion]] = [[] for _ in requests]
-        key = lambda i: (requests[i].adapter or "", repr(requests[i].sampling))  # noqa: E731
+        # Per-request seeds would split a batch into single prompts; a batch is seeded with its
+        # first request's seed instead, so samples here depend on batch composition.
+        def key(i: int) -> tuple[str, str]:
+            return requests[i].adapter or "", repr(dataclasses.replace(requests[i].sampling, seed=None))
+
         for _, group in groupby(sorted(range(len(requests)), key=key), key=key):
             indices = list(group)
             self._use_adapter(requests[indices[0]].adapter)

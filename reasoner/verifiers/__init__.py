@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reasoner.errors import unknown_choice
+from reasoner.errors import ConfigError, unknown_choice
 from reasoner.verifiers.base import Verifier
 from reasoner.verifiers.math_answer import MathAnswerVerifier
 
@@ -12,9 +12,9 @@ VERIFIERS: dict[str, type[Verifier]] = {"math": MathAnswerVerifier}
 
 
 def load(name: str, **kwargs: Any) -> Verifier:
-    """A ValueError, not a KeyError, so a typo in a config reads as a bad value with the fix."""
+    """A ConfigError (a ValueError), so a typo in a config reads as a bad value with the fix."""
     if name not in VERIFIERS:
-        raise ValueError(unknown_choice("verifier", name, VERIFIERS))
+        raise ConfigError(unknown_choice("verifier", name, VERIFIERS))
     return VERIFIERS[name](**kwargs)
 
 

@@ -35,7 +35,7 @@ class Verifier(ABC):
         """Whether two extracted answers are the same answer (for majority voting)."""
         return a.strip() == b.strip()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most verifiers hold nothing
         """Release worker processes; a verifier stays usable after close (workers restart)."""
 
     def __enter__(self) -> Verifier:

@@ -45,9 +45,12 @@ class VerifierFailed(VerifierError):
     """The checked function raised in the worker; the exception itself may not unpickle here."""
 
     def __init__(self, remote_type: str, remote_message: str) -> None:
-        super().__init__(f"{remote_type}: {remote_message}")
+        super().__init__(remote_type, remote_message)  # both args, so it pickles back intact
         self.remote_type = remote_type
         self.remote_message = remote_message
+
+    def __str__(self) -> str:
+        return f"{self.remote_type}: {self.remote_message}"
 
 
 def _exit_when_orphaned(parent_pid: int) -> None:

@@ -24,7 +24,8 @@ _SENTENCE_END = re.compile(r"\.(?=\s)")
 _NUM = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
 _NUMBER = re.compile(rf"(?<![\w.])-?{_NUM}(?:/\d+)?")
 _PLAIN_NUMBER = re.compile(rf"(?:\\?\$)?-?(?:\\?\$)?{_NUM}\.?")
-_NUMBER_THEN_WORDS = re.compile(rf"((?:\\?\$)?-?{_NUM})\s+[A-Za-z]{{2,}}")
+# "18 dollars" -> 18, but "2 and 3" is a list.
+_NUMBER_THEN_WORDS = re.compile(rf"((?:\\?\$)?-?{_NUM})\s+(?!(?:and|or)\b)[A-Za-z]{{2,}}")
 _MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 
@@ -98,7 +99,7 @@ def _clean(phrase: str) -> str:
     answer = phrase
     for _ in range(2):  # the wrappings nest either way round: **$18$.** and $**18**$.
         answer = _unwrap_math(answer.strip().strip("*").rstrip(".").strip())
-    units = _NUMBER_THEN_WORDS.match(answer)  # "18 dollars": the unit is not part of the answer
+    units = _NUMBER_THEN_WORDS.match(answer)
     return _tidy_number(units.group(1) if units else answer)
 
 
@@ -143,16 +144,14 @@ def _warm_up() -> None:
 
 
 def _parse(answer: str) -> list[Any]:
-    """math-verify wants delimited LaTeX. `\\boxed{}` is tried first since it also takes `$` and
-    commas inside; `$...$` rescues what an unbalanced brace breaks. Only a sympy parse counts."""
+    """math-verify only parses delimited LaTeX; `\\boxed{}` takes anything an answer holds,
+    `$` signs and commas included. `$...$` is deliberately not tried as a fallback: where the box
+    fails it parses a prefix instead (`$0.\\overline{3}$` -> 0), which would pass a wrong answer.
+    A trailing period is dropped since it alone makes the box fail (`18.`)."""
     import math_verify
 
-    parsed: list[Any] = []
-    for form in (f"\\boxed{{{answer}}}", f"${answer}$"):
-        parsed = math_verify.parse(form, parsing_timeout=None)
-        if _has_expression(parsed):
-            return parsed
-    return parsed
+    boxed = f"\\boxed{{{answer.strip().rstrip('.')}}}"
+    return list(math_verify.parse(boxed, parsing_timeout=None))
 
 
 def _has_expression(parsed: list[Any]) -> bool:

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reasoner.cli import main
+from reasoner.config import EvalConfig, build_config, load_yaml
+from reasoner.errors import ConfigError, ModelError
+from reasoner.models.resolve import resolve_model
+
+
+def test_dotted_overrides_are_typed() -> None:
+    config = build_config(
+        EvalConfig, {"strategy": {"name": "self-consistency"}},
+        ["strategy.n=8", "sampling.temperature=0.5", "model.name=foo", 'sampling.stop=["\\n\\n"]'],
+    )
+    assert config.strategy.n == 8
+    assert config.sampling.temperature == 0.5
+    assert config.model.name == "foo"
+    assert config.sampling.stop == ["\n\n"]
+
+
+def test_unknown_key_names_the_valid_keys() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config(EvalConfig, {}, ["sampling.temprature=0.5"])
+    message = str(info.value)
+    assert "sampling.temprature" in message
+    assert "temperature" in message and "max_tokens" in message
+
+
+def test_yaml_config_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  nmae: x\n")
+    with pytest.raises(ConfigError) as info:
+        build_config(EvalConfig, load_yaml(path), source=str(path))
+    assert str(path) in str(info.value) and "model.nmae" in str(info.value)
+
+
+def test_shipped_config_is_valid() -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for path in root.glob("*.yaml"):
+        build_config(EvalConfig, load_yaml(path), source=str(path))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["eval", "gsm9k"], "unknown benchmark 'gsm9k'; choose one of: gsm8k, math500"),
+        (["eval", "gsm8k", "--strategy", "beam"], "choose one of: greedy, self-consistency"),
+        (["eval", "gsm8k", "--set", "verifier=nope"], "unknown verifier 'nope'"),
+        (["eval", "gsm8k", "--set", "model.backend=tgi"], "model.backend"),
+        (["eval", "gsm8k", "--field", "question=q"], "pass --dataset too"),
+    ],
+)
+def test_cli_bad_choices_fail_fast_with_the_valid_ones(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_unknown_model_lists_the_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError) as info:
+        resolve_model("no-such-org/no-such-model")
+    message = str(info.value)
+    assert "qwen2.5-coder-0.5b-instruct" in message and "smollm2-135m-instruct" in message
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model("./missing-folder")
