@@ -11,12 +11,20 @@ from reasoner.errors import ReasonerError
 
 
 def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("eval", help="evaluate a model on a benchmark (resumable)",
-                       description="Flags override --config; --set overrides both.")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model on a benchmark (resumable)",
+        description="Flags override --config; --set overrides both.",
+    )
     p.add_argument("benchmark", nargs="?", help="a benchmark in eval/ (default: gsm8k)")
     p.add_argument("--config", help="a YAML EvalConfig (see configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted override, e.g. sampling.temperature=0.7 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. sampling.temperature=0.7 (repeatable)",
+    )
     p.add_argument("--model", help="embedded alias, local folder, .gguf file or hub id")
     p.add_argument("--backend", choices=["auto", "vllm", "transformers", "openai"])
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
@@ -30,8 +38,13 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--split")
     p.add_argument("--data-dir", help="folder holding the benchmark data (or $REASONER_DATA_DIR)")
     p.add_argument("--dataset", help="your own JSONL file instead of the benchmark's data")
-    p.add_argument("--field", action="append", default=[], metavar="ROLE=NAME",
-                   help="field mapping for --dataset: question=..., answer=..., id=...")
+    p.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="ROLE=NAME",
+        help="field mapping for --dataset: question=..., answer=..., id=...",
+    )
     p.add_argument("--answer-format", choices=["plain", "gsm8k"])
     p.add_argument("--skip-bad", action="store_true", help="skip and count malformed rows")
     p.add_argument("--no-progress", action="store_true")
@@ -40,11 +53,20 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _eval_overrides(args: argparse.Namespace) -> list[str]:
     """Flags become dotted overrides, so flags, YAML and --set share one validation path."""
     pairs: list[tuple[str, Any]] = [
-        ("benchmark", args.benchmark), ("model.name", args.model), ("model.backend", args.backend),
-        ("model.base_url", args.base_url), ("strategy.name", args.strategy), ("strategy.n", args.n),
-        ("sampling.temperature", args.temperature), ("sampling.max_tokens", args.max_tokens),
-        ("limit", args.limit), ("seed", args.seed), ("out", args.out), ("split", args.split),
-        ("data_dir", args.data_dir), ("dataset.path", args.dataset),
+        ("benchmark", args.benchmark),
+        ("model.name", args.model),
+        ("model.backend", args.backend),
+        ("model.base_url", args.base_url),
+        ("strategy.name", args.strategy),
+        ("strategy.n", args.n),
+        ("sampling.temperature", args.temperature),
+        ("sampling.max_tokens", args.max_tokens),
+        ("limit", args.limit),
+        ("seed", args.seed),
+        ("out", args.out),
+        ("split", args.split),
+        ("data_dir", args.data_dir),
+        ("dataset.path", args.dataset),
         ("dataset.answer_format", args.answer_format),
     ]
     if args.skip_bad:
@@ -86,7 +108,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"an answer, {summary['bad_rows_skipped']} bad rows skipped",
     ]
     if "maj@k" in summary:
-        lines.append("maj@k       " + "  ".join(f"@{k} {v:.3f}" for k, v in summary["maj@k"].items()))
+        lines.append(
+            "maj@k       " + "  ".join(f"@{k} {v:.3f}" for k, v in summary["maj@k"].items())
+        )
         picks = {k: v for k, v in summary["pass@k"].items() if k in summary["maj@k"]}
         lines.append("pass@k      " + "  ".join(f"@{k} {v:.3f}" for k, v in picks.items()))
     tokens, timing = summary["tokens"], summary["timing"]
@@ -114,8 +138,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     for alias, model in EMBEDDED_MODELS.items():
         default = " (default)" if alias == DEFAULT_MODEL else ""
-        print(f"{alias}{default}\n  {model.hf_id}; GGUF sha256 {model.sha256}\n"
-              f"  packages: {' '.join(model.pip_requirements)}")
+        print(
+            f"{alias}{default}\n  {model.hf_id}; GGUF sha256 {model.sha256}\n"
+            f"  packages: {' '.join(model.pip_requirements)}"
+        )
     return 0
 
 
@@ -124,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_eval(sub)
     models = sub.add_parser("models", help="list the embedded models, or --fetch them")
-    models.add_argument("--fetch", nargs="+", metavar="ALIAS",
-                        help="assemble, checksum and convert embedded models into the cache")
+    models.add_argument(
+        "--fetch",
+        nargs="+",
+        metavar="ALIAS",
+        help="assemble, checksum and convert embedded models into the cache",
+    )
     args = parser.parse_args(argv)
     try:
         return {"eval": cmd_eval, "models": cmd_models}[args.command](args)
@@ -133,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reasoner: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("reasoner: interrupted; finished problems are saved, re-run to resume", file=sys.stderr)
+        print(
+            "reasoner: interrupted; finished problems are saved, re-run to resume", file=sys.stderr
+        )
         return 130
 
 

@@ -86,13 +86,19 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
             section = field.annotation if field is not None else None
             if section is None or not isinstance(section, type):
                 break
-        valid = sorted(section.model_fields) if isinstance(section, type) and issubclass(section, BaseModel) else []
+        valid = (
+            sorted(section.model_fields)
+            if isinstance(section, type) and issubclass(section, BaseModel)
+            else []
+        )
         return f"unknown key {location!r}; valid keys here: {', '.join(valid)}"
     return f"{location}: {error['msg']}"
 
 
 def build_config(
-    model: type[ConfigT], base: dict[str, Any] | None = None, overrides: list[str] | None = None,
+    model: type[ConfigT],
+    base: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
     source: str = "config",
 ) -> ConfigT:
     data: dict[str, Any] = dict(base or {})
@@ -119,4 +125,3 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
-

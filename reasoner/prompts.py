@@ -28,7 +28,9 @@ class PromptTemplate:
         values = {"question": problem.question, "problem": problem, **problem.metadata}
         messages = []
         if self.system:
-            messages.append(ChatMessage("system", env.from_string(self.system).render(values).strip()))
+            messages.append(
+                ChatMessage("system", env.from_string(self.system).render(values).strip())
+            )
         messages.append(ChatMessage("user", env.from_string(self.user).render(values).strip()))
         return tuple(messages)
 

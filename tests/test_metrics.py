@@ -15,7 +15,7 @@ from reasoner.runner.metrics import (
 
 
 def test_wilson_interval_matches_hand_computation() -> None:
-    # 8 of 10, z = 1.96: centre (0.8 + 0.19208) / 1.38416, half-width 1.96*sqrt(0.016+0.0096)/1.38416
+    # 8 of 10 at z = 1.96: centre (0.8 + z²/20) / (1 + z²/10)
     low, high = wilson_interval(8, 10)
     z = 1.959963984540054
     denom = 1 + z * z / 10
@@ -72,7 +72,12 @@ def _row(status: str, sample_statuses: list[str], clusters: list[int]) -> dict[s
         "prediction": None if status == "incorrect" and clusters == [-1] * len(clusters) else "1",
         "verdict": {"status": status},
         "clusters": clusters,
-        "usage": {"prompt_tokens": 10, "completion_tokens": 20, "engine_calls": 1, "verifier_calls": 2},
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 20,
+            "engine_calls": 1,
+            "verifier_calls": 2,
+        },
         "steps": [{"verdicts": [{"status": s} for s in sample_statuses]}],
     }
 

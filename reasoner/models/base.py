@@ -28,7 +28,7 @@ class Generator(ABC):
         """(request index, completions) pairs in completion order; one engine call in all."""
         yield from enumerate(self.generate(requests))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Free the engine (GPU memory, server connections)."""
 
     def __enter__(self) -> Generator:

@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reasoner.errors import ModelError
 
@@ -137,9 +138,10 @@ def convert_gguf_to_hf(gguf: Path, out: Path, expected_sha256: str | None = None
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
+    loaded: Any = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-    ).to(torch.bfloat16)
+    )
+    model = loaded.to(torch.bfloat16)
     # transformers refuses to save a GGUF-loaded model; the weights are dequantized already.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

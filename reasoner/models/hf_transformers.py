@@ -10,7 +10,7 @@ from typing import Any
 
 from reasoner.models.base import Generator
 from reasoner.models.config import ModelConfig
-from reasoner.types import Completion, GenerationRequest, SamplingParams, TokenLogprob
+from reasoner.types import Completion, FinishReason, GenerationRequest, SamplingParams, TokenLogprob
 
 
 class TransformersGenerator(Generator):
@@ -21,12 +21,12 @@ class TransformersGenerator(Generator):
         self.config = config
         self.description = f"transformers:{model_path}"
         self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(model_path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        self.model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         self.model.eval()
         self._adapter: str | None = None
 
@@ -54,10 +54,13 @@ class TransformersGenerator(Generator):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         results: list[list[Completion]] = [[] for _ in requests]
+
         # Per-request seeds would split a batch into single prompts; a batch is seeded with its
         # first request's seed instead, so samples here depend on batch composition.
         def key(i: int) -> tuple[str, str]:
-            return requests[i].adapter or "", repr(dataclasses.replace(requests[i].sampling, seed=None))
+            return requests[i].adapter or "", repr(
+                dataclasses.replace(requests[i].sampling, seed=None)
+            )
 
         for _, group in groupby(sorted(range(len(requests)), key=key), key=key):
             indices = list(group)
@@ -74,7 +77,9 @@ class TransformersGenerator(Generator):
 
     def _generate_batch(self, prompts: list[str], s: SamplingParams) -> list[list[Completion]]:
         torch = self.torch
-        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        inputs = self.tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=False
+        )
         if s.seed is not None:
             torch.manual_seed(s.seed)
         kwargs: dict[str, Any] = dict(
@@ -107,8 +112,13 @@ class TransformersGenerator(Generator):
             for k in range(s.n):
                 row = p * s.n + k
                 completions.append(
-                    self._completion(new_tokens[row], int(prompt_length), s, eos_ids,
-                                     None if step_logprobs is None else step_logprobs[row])
+                    self._completion(
+                        new_tokens[row],
+                        int(prompt_length),
+                        s,
+                        eos_ids,
+                        None if step_logprobs is None else step_logprobs[row],
+                    )
                 )
             results.append(completions)
         return results
@@ -123,7 +133,7 @@ class TransformersGenerator(Generator):
     ) -> Completion:
         ids = tokens.tolist()
         length = next((i for i, t in enumerate(ids) if t in eos_ids), None)
-        finish = "stop" if length is not None else "length"
+        finish: FinishReason = "stop" if length is not None else "length"
         ids = ids[: length if length is not None else len(ids)]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         for stop in s.stop:

@@ -17,7 +17,7 @@ import httpx
 from reasoner.errors import ModelError
 from reasoner.models.base import Generator
 from reasoner.models.config import ModelConfig
-from reasoner.types import Completion, GenerationRequest, TokenLogprob
+from reasoner.types import Completion, GenerationRequest, TokenLogprob, as_finish_reason
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -25,7 +25,9 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 class OpenAIServerGenerator(Generator):
     def __init__(self, config: ModelConfig) -> None:
         if not config.base_url:
-            raise ModelError("the openai backend needs model.base_url, e.g. http://127.0.0.1:8000/v1")
+            raise ModelError(
+                "the openai backend needs model.base_url, e.g. http://127.0.0.1:8000/v1"
+            )
         self.config = config
         self.base_url = config.base_url.rstrip("/")
         self.model = config.served_model_name or config.name
@@ -89,11 +91,10 @@ class OpenAIServerGenerator(Generator):
             text = (choice["message"]["content"] or "") if chat else choice["text"]
             logprobs = _chat_logprobs(choice) if chat else _completion_logprobs(choice)
             tokens = len(logprobs) if logprobs is not None else None
-            finish = choice.get("finish_reason") or "stop"
             completions.append(
                 Completion(
                     text=text,
-                    finish_reason=finish if finish in ("stop", "length") else "abort",
+                    finish_reason=as_finish_reason(choice.get("finish_reason")),
                     prompt_tokens=prompt_tokens,
                     # servers report usage per request, not per choice: split it evenly
                     completion_tokens=tokens if tokens is not None else total_out // len(choices),
@@ -103,7 +104,11 @@ class OpenAIServerGenerator(Generator):
         return completions
 
     async def _one(
-        self, client: httpx.AsyncClient, limit: asyncio.Semaphore, index: int, request: GenerationRequest
+        self,
+        client: httpx.AsyncClient,
+        limit: asyncio.Semaphore,
+        index: int,
+        request: GenerationRequest,
     ) -> tuple[int, list[Completion]]:
         path, body = self._body(request)
         async with limit:

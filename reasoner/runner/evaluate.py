@@ -14,7 +14,13 @@ from reasoner.config import EvalConfig
 from reasoner.models import Generator, load_generator, resolve_backend
 from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.runner.benchmarks import BenchmarkSpec, load_benchmark
-from reasoner.runner.datasets import FieldMap, LoadedDataset, load_dataset, load_manifest, read_jsonl
+from reasoner.runner.datasets import (
+    FieldMap,
+    LoadedDataset,
+    load_dataset,
+    load_manifest,
+    read_jsonl,
+)
 from reasoner.runner.manifest import git_commit, hardware, model_record, package_versions
 from reasoner.runner.metrics import summarize
 from reasoner.runner.run_folder import RunFolder
@@ -40,7 +46,9 @@ class EvalPlan:
 def plan_eval(config: EvalConfig) -> EvalPlan:
     benchmark = load_benchmark(config.benchmark)
     strategy = load_strategy(config.strategy.name)
-    verifier = load_verifier(config.verifier or benchmark.verifier, timeout_s=config.verifier_timeout_s)
+    verifier = load_verifier(
+        config.verifier or benchmark.verifier, timeout_s=config.verifier_timeout_s
+    )
     prompt = load_prompt(config.prompt or benchmark.prompt)
     resolve_backend(config.model)
     if config.dataset is not None:
@@ -49,7 +57,9 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
         dataset = read_jsonl(Path(d.path), fields, [], d.answer_format, config.skip_bad)
     else:
         manifest = load_manifest(benchmark.dataset)
-        dataset = load_dataset(manifest, config.split or benchmark.split, config.data_dir, config.skip_bad)
+        dataset = load_dataset(
+            manifest, config.split or benchmark.split, config.data_dir, config.skip_bad
+        )
     sampling = SamplingParams(
         temperature=(
             config.sampling.temperature
@@ -78,15 +88,22 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
     loaded engine across runs; otherwise the configured model is loaded here."""
     plan = plan_eval(config)
     config = plan.config
-    problems = plan.dataset.problems[: config.limit] if config.limit is not None else plan.dataset.problems
+    problems = (
+        plan.dataset.problems[: config.limit] if config.limit is not None else plan.dataset.problems
+    )
     out = Path(config.out or default_out(config))
     folder = RunFolder(out)
     folder.prepare(config.model_dump(mode="json"))
     finished_ids = {row["problem"]["id"] for row in folder.load_results()}
     pending = [p for p in problems if p.id not in finished_ids]
 
-    session: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "problems": 0,
-                               "prompt_tokens": 0, "completion_tokens": 0, "engine_calls": 0}
+    session: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(),
+        "problems": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "engine_calls": 0,
+    }
     if pending:
         started = time.perf_counter()
         owns_generator = generator is None
@@ -96,8 +113,13 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
         session["load_time_s"] = time.perf_counter() - started
         if not folder.manifest_path.is_file():
             folder.write_manifest(_manifest(plan, generator, resolved_model))
-        progress = tqdm(total=len(problems), initial=len(problems) - len(pending), unit="problem",
-                        desc=f"{config.benchmark}/{config.strategy.name}", disable=not config.progress)
+        progress = tqdm(
+            total=len(problems),
+            initial=len(problems) - len(pending),
+            unit="problem",
+            desc=f"{config.benchmark}/{config.strategy.name}",
+            disable=not config.progress,
+        )
 
         def record(trace: Trace) -> None:
             folder.append_result(trace.to_dict())
@@ -141,8 +163,12 @@ def _manifest(plan: EvalPlan, generator: Generator, resolved: Any) -> dict[str, 
         "reasoner_commit": git_commit(),
         "packages": package_versions(),
         "model": model_record(resolved, generator.description),
-        "dataset": {"source": plan.dataset.source, "sha256": plan.dataset.sha256,
-                    "rows": len(plan.dataset.problems), "bad_rows": len(plan.dataset.bad_rows)},
+        "dataset": {
+            "source": plan.dataset.source,
+            "sha256": plan.dataset.sha256,
+            "rows": len(plan.dataset.problems),
+            "bad_rows": len(plan.dataset.bad_rows),
+        },
         "prompt": {"name": plan.prompt.name, "sha256": plan.prompt.sha256},
         "verifier": config.verifier,
         "strategy": config.strategy.name,

@@ -53,7 +53,7 @@ def maj_at_k_correct(clusters: Sequence[int], sample_correct: Sequence[bool], k:
 
 def k_values(n: int) -> list[int]:
     ks = [1 << i for i in range(n.bit_length()) if (1 << i) <= n]
-    return sorted(set(ks + [n]))
+    return sorted({*ks, n})
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -73,9 +73,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "verifier_errors": errors,
         "no_answer": sum(1 for row in rows if row["prediction"] is None),
     }
-    sample_verdicts = [
-        [v for step in row["steps"] for v in step["verdicts"]] for row in rows
-    ]
+    sample_verdicts = [[v for step in row["steps"] for v in step["verdicts"]] for row in rows]
     n = min((len(v) for v in sample_verdicts), default=0)
     if n > 1:
         summary["samples_per_problem"] = n
@@ -85,7 +83,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         summary["maj@k"] = {}
         for k in range(1, n + 1):
             values = [
-                pass_at_k(n, sum(v["status"] == "correct" for v in vs[:n]), k) for vs in sample_verdicts
+                pass_at_k(n, sum(v["status"] == "correct" for v in vs[:n]), k)
+                for vs in sample_verdicts
             ]
             summary["pass@k"][str(k)] = sum(values) / total
         for k in k_values(n):

@@ -49,10 +49,8 @@ def build_trace(
     verdicts = verifier.verify_batch([(problem, c) for c in completions])
     clusters = cluster_answers(verifier, problem, verdicts)
     winner = majority_cluster(clusters, len(clusters))
-    if winner is None:  # no sample had an answer: report the first sample's verdict
-        chosen = verdicts[0]
-    else:
-        chosen = verdicts[clusters.index(winner)]
+    # with no answer among the samples, the first sample's verdict stands for the problem
+    chosen = verdicts[0] if winner is None else verdicts[clusters.index(winner)]
     usage = Usage(
         prompt_tokens=completions[0].prompt_tokens if completions else 0,
         completion_tokens=sum(c.completion_tokens for c in completions),
