@@ -77,13 +77,15 @@ class TokenLogprob:
 @dataclass(frozen=True)
 class Completion:
     """One sampled continuation. `prompt_tokens` is repeated on each of a request's n samples;
-    usage accounting counts it once per request."""
+    usage accounting counts it once per request. `cached_prompt_tokens` of them were served
+    from the engine's prefix cache rather than prefilled, where the backend reports it."""
 
     text: str
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
     logprobs: tuple[TokenLogprob, ...] | None = None
+    cached_prompt_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,6 +99,7 @@ class Completion:
             prompt_tokens=data["prompt_tokens"],
             completion_tokens=data["completion_tokens"],
             logprobs=None if logprobs is None else tuple(TokenLogprob(**lp) for lp in logprobs),
+            cached_prompt_tokens=data.get("cached_prompt_tokens", 0),
         )
 
 
@@ -131,6 +134,7 @@ class Usage:
     """Compute spent on a problem, so strategies can be compared at equal budget."""
 
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     engine_calls: int = 0
     verifier_calls: int = 0
@@ -138,6 +142,7 @@ class Usage:
 
     def add(self, other: Usage) -> None:
         self.prompt_tokens += other.prompt_tokens
+        self.cached_prompt_tokens += other.cached_prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.engine_calls += other.engine_calls
         self.verifier_calls += other.verifier_calls

@@ -22,7 +22,7 @@ class ModelConfig(BaseModel):
     # vLLM engine
     enforce_eager: bool | None = None  # None: eager on CPU (18 s start instead of 60-90 s)
     enable_prefix_caching: bool = True
-    kv_cache_gb: float | None = None  # CPU only: KV cache size in GiB (default 4)
+    kv_cache_gb: int | None = None  # CPU only: KV cache size in GiB (default 4)
     gpu_memory_utilization: float = 0.85
     tensor_parallel_size: int = 1
     enable_lora: bool = False

@@ -84,6 +84,7 @@ class OpenAIServerGenerator(Generator):
     def _parse(data: dict[str, Any], chat: bool) -> list[Completion]:
         usage = data.get("usage") or {}
         prompt_tokens = int(usage.get("prompt_tokens", 0))
+        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
         choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
         total_out = int(usage.get("completion_tokens", 0))
         completions = []
@@ -99,6 +100,7 @@ class OpenAIServerGenerator(Generator):
                     # servers report usage per request, not per choice: split it evenly
                     completion_tokens=tokens if tokens is not None else total_out // len(choices),
                     logprobs=logprobs,
+                    cached_prompt_tokens=cached,
                 )
             )
         return completions

@@ -75,6 +75,7 @@ def _logprobs(output: Any) -> tuple[TokenLogprob, ...] | None:
 
 def to_completions(output: Any) -> list[Completion]:
     prompt_tokens = len(output.prompt_token_ids or ())
+    cached = int(output.num_cached_tokens or 0)
     return [
         Completion(
             text=o.text,
@@ -82,6 +83,7 @@ def to_completions(output: Any) -> list[Completion]:
             prompt_tokens=prompt_tokens,
             completion_tokens=len(o.token_ids),
             logprobs=_logprobs(o),
+            cached_prompt_tokens=cached,
         )
         for o in sorted(output.outputs, key=lambda o: o.index)
     ]
@@ -99,6 +101,8 @@ class VLLMGenerator(Generator):
         self._adapters: dict[str, int] = {}
 
     def _start(self, model_path: str) -> LLM:
+        # vLLM logs every engine detail at INFO; a run's own progress bar is what users read.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         if self.on_cpu:
             configure_cpu_environment(self.config)
         hide_broken_torchvision()

@@ -11,7 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from reasoner.config import EvalConfig
-from reasoner.models import Generator, load_generator, resolve_backend
+from reasoner.models import Generator, load_generator, resolve_backend, resolve_model
 from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.runner.benchmarks import BenchmarkSpec, load_benchmark
 from reasoner.runner.datasets import (
@@ -105,11 +105,18 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
         "engine_calls": 0,
     }
     if pending:
+        # a start record first, so a session killed before it could finish still counts
+        folder.append_session(
+            {"event": "start", "started": session["started"], "pending": len(pending)}
+        )
         started = time.perf_counter()
         owns_generator = generator is None
-        resolved_model = None
         if generator is None:
             generator, resolved_model = load_generator(config.model)
+        elif resolve_backend(config.model) != "openai":
+            resolved_model = resolve_model(config.model.name)  # for the manifest's hashes
+        else:
+            resolved_model = None
         session["load_time_s"] = time.perf_counter() - started
         if not folder.manifest_path.is_file():
             folder.write_manifest(_manifest(plan, generator, resolved_model))
@@ -141,7 +148,7 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
         finally:
             progress.close()
             session["generate_wall_s"] = time.perf_counter() - generation_started
-            folder.append_session(session)
+            folder.append_session({"event": "end", **session})
             plan.verifier.close()
             if owns_generator:
                 generator.close()
@@ -194,11 +201,14 @@ def _summary(plan: EvalPlan, problems: list[Any], folder: RunFolder) -> dict[str
         "bad_rows_skipped": len(plan.dataset.bad_rows),
         **summarize(rows),
     }
-    sessions = folder.load_sessions()
+    records = folder.load_sessions()
+    sessions = [s for s in records if s.get("event") == "end"]
+    started = sum(1 for s in records if s.get("event") == "start")
     generate_wall = sum(s.get("generate_wall_s", 0.0) for s in sessions)
     generated = sum(s.get("completion_tokens", 0) for s in sessions)
     summary["timing"] = {
-        "sessions": len(sessions),
+        "sessions": started,
+        "interrupted_sessions": started - len(sessions),
         "engine_calls": sum(s.get("engine_calls", 0) for s in sessions),
         "load_time_s": sum(s.get("load_time_s", 0.0) for s in sessions),
         "generate_wall_s": generate_wall,

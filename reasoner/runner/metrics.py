@@ -97,6 +97,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     completion_tokens = sum(row["usage"]["completion_tokens"] for row in rows)
     summary["tokens"] = {
         "prompt": prompt_tokens,
+        "prompt_cached": sum(row["usage"].get("cached_prompt_tokens", 0) for row in rows),
         "completion": completion_tokens,
         "prompt_per_problem": prompt_tokens / total if total else 0.0,
         "completion_per_problem": completion_tokens / total if total else 0.0,

@@ -53,6 +53,7 @@ def build_trace(
     chosen = verdicts[0] if winner is None else verdicts[clusters.index(winner)]
     usage = Usage(
         prompt_tokens=completions[0].prompt_tokens if completions else 0,
+        cached_prompt_tokens=completions[0].cached_prompt_tokens if completions else 0,
         completion_tokens=sum(c.completion_tokens for c in completions),
         engine_calls=1,
         verifier_calls=len(completions),
