@@ -161,7 +161,7 @@ def vllm_server(test_model_path: Path) -> Iterator[str]:
         **os.environ,
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-        "VLLM_CPU_OMP_THREADS_BIND": "0-%d" % (len(os.sched_getaffinity(0)) - 1),
+        "VLLM_CPU_OMP_THREADS_BIND": f"0-{len(os.sched_getaffinity(0)) - 1}",
     }
     server = subprocess.Popen(
         [

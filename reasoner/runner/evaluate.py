@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ from reasoner.strategies import Strategy, StrategyConfig, load_strategy
 from reasoner.types import SamplingParams, Trace
 from reasoner.verifiers import Verifier
 from reasoner.verifiers import load as load_verifier
+
+ENV_PREFIXES = ("VLLM_", "OMP_", "CUDA_VISIBLE_DEVICES", "REASONER_")
 
 
 @dataclass
@@ -181,6 +184,8 @@ def _manifest(plan: EvalPlan, generator: Generator, resolved: Any) -> dict[str, 
         "strategy": config.strategy.name,
         "seed": config.seed,
         "hardware": hardware(),
+        # the engine's thread binding and cache sizing, as the backend set them
+        "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
     }
 
 

@@ -1,0 +1,1 @@
+"""Trainer stages (LoRA SFT, DPO, zeroth-order) and the closed loops built on them."""
