@@ -137,6 +137,9 @@ def test_equivalent(verifier: MathAnswerVerifier) -> None:
     assert verifier.equivalent(problem, "0.5", r"\frac{1}{2}")
     assert verifier.equivalent(problem, "1,234", "1234")
     assert not verifier.equivalent(problem, "3", "4")
+    assert verifier.equivalent(problem, "2.50", "2.5")
+    assert not verifier.equivalent(problem, "-2", "2")
+    assert verifier.equivalent(problem, "$1,000", "1000.0")
 
 
 def test_verify_from_a_thread(verifier: MathAnswerVerifier) -> None:
