@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from reasoner.errors import ModelError
 from reasoner.models.base import Generator
 from reasoner.models.config import ModelConfig
+from reasoner.models.embedded import cache_dir
 from reasoner.types import Completion, GenerationRequest, TokenLogprob, as_finish_reason
 
 if TYPE_CHECKING:
@@ -33,11 +34,19 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+HIDE_TORCHVISION = (
+    "# written by reasoner: PyPI's torchvision (a CUDA build) breaks imports under CPU torch\n"
+    "import sys\n"
+    "sys.modules['torchvision'] = None\n"
+)
+
+
 def hide_broken_torchvision() -> None:
     """PyPI's torchvision is a CUDA build; with CPU torch, importing it aborts transformers'
     image utilities (``operator torchvision::nms does not exist``) and with them vLLM. Text
-    generation never needs it, so mark it absent (`find_spec` then returns None) in this
-    process and, through the environment check below, in vLLM's engine process."""
+    generation never needs it, so it is marked absent (`find_spec` then returns None): here
+    directly, and in vLLM's spawned engine processes through a `sitecustomize` put first on
+    PYTHONPATH."""
     if cuda_available() or importlib.util.find_spec("torchvision") is None:
         return
     import subprocess
@@ -47,8 +56,13 @@ def hide_broken_torchvision() -> None:
     )
     if probe.returncode == 0:
         return
-    logger.warning("torchvision is installed but broken on this CPU-only torch; ignoring it")
+    logger.warning("torchvision is installed but broken on this CPU-only torch; hiding it")
     sys.modules["torchvision"] = None  # type: ignore[assignment]
+    shim = cache_dir().parent / "shims" / "hide-torchvision"
+    shim.mkdir(parents=True, exist_ok=True)
+    (shim / "sitecustomize.py").write_text(HIDE_TORCHVISION)
+    paths = [str(shim), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
 
 
 def configure_cpu_environment(config: ModelConfig) -> None:
@@ -58,7 +72,9 @@ def configure_cpu_environment(config: ModelConfig) -> None:
         os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     )
     ordered = sorted(cores)
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{ordered[0]}-{ordered[-1]}")
+    contiguous = ordered == list(range(ordered[0], ordered[-1] + 1))
+    binding = f"{ordered[0]}-{ordered[-1]}" if contiguous else ",".join(map(str, ordered))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", binding)
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gb or 4))
 
