@@ -8,6 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from reasoner.errors import ConfigError, unknown_choice
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -32,3 +40,18 @@ def data_root() -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def asset_names(folder: str) -> list[str]:
+    return sorted(p.stem for p in asset_dir(folder).glob("*.yaml"))
+
+
+def load_asset_yaml(folder: str, name: str, model: type[SpecT], kind: str) -> SpecT:
+    """`<folder>/<name>.yaml` validated as `model`; errors name the file or list the choices."""
+    path = asset_dir(folder) / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(unknown_choice(kind, name, asset_names(folder)))
+    try:
+        return model.model_validate(yaml.safe_load(path.read_text()))
+    except (ValidationError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from reasoner.errors import ConfigError, unknown_choice
-from reasoner.resources import asset_dir
+from reasoner.resources import asset_names, load_asset_yaml
 
 
 class BenchmarkSpec(BaseModel):
@@ -20,14 +18,8 @@ class BenchmarkSpec(BaseModel):
 
 
 def available_benchmarks() -> list[str]:
-    return sorted(p.stem for p in asset_dir("eval").glob("*.yaml"))
+    return asset_names("eval")
 
 
 def load_benchmark(name: str) -> BenchmarkSpec:
-    path = asset_dir("eval") / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(unknown_choice("benchmark", name, available_benchmarks()))
-    try:
-        return BenchmarkSpec.model_validate(yaml.safe_load(path.read_text()))
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return load_asset_yaml("eval", name, BenchmarkSpec, "benchmark")

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from reasoner.errors import ConfigError, DatasetError, unknown_choice
-from reasoner.resources import asset_dir, data_root
+from reasoner.resources import asset_names, data_root, load_asset_yaml
 from reasoner.types import Problem
 
 AnswerFormat = Literal["plain", "gsm8k"]
@@ -50,17 +49,11 @@ class DatasetManifest(BaseModel):
 
 
 def available_datasets() -> list[str]:
-    return sorted(p.stem for p in asset_dir("data").glob("*.yaml"))
+    return asset_names("data")
 
 
 def load_manifest(name: str) -> DatasetManifest:
-    path = asset_dir("data") / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(unknown_choice("dataset", name, available_datasets()))
-    try:
-        return DatasetManifest.model_validate(yaml.safe_load(path.read_text()))
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return load_asset_yaml("data", name, DatasetManifest, "dataset")
 
 
 @dataclass

@@ -73,6 +73,10 @@ class SelfConsistency(Strategy):
     name: ClassVar[str] = "self-consistency"
     default_temperature: ClassVar[float] = 0.7
 
+    def validate(self, config: StrategyConfig) -> None:
+        if config.n < 1:
+            raise ConfigError(f"strategy.n must be at least 1, got {config.n}")
+
     def run(
         self,
         problems: Sequence[Problem],
@@ -81,8 +85,7 @@ class SelfConsistency(Strategy):
         config: StrategyConfig,
         on_trace: TraceCallback | None = None,
     ) -> list[Trace]:
-        if config.n < 1:
-            raise ConfigError(f"strategy.n must be at least 1, got {config.n}")
+        self.validate(config)
         requests = [
             GenerationRequest(
                 messages=config.prompt.render(problem),
@@ -108,16 +111,8 @@ class Greedy(SelfConsistency):
     name: ClassVar[str] = "greedy"
     default_temperature: ClassVar[float] = 0.0
 
-    def run(
-        self,
-        problems: Sequence[Problem],
-        generator: Generator,
-        verifier: Verifier,
-        config: StrategyConfig,
-        on_trace: TraceCallback | None = None,
-    ) -> list[Trace]:
+    def validate(self, config: StrategyConfig) -> None:
         if config.n != 1:
             raise ConfigError(
                 f"the greedy strategy takes n=1 (got n={config.n}); use --strategy self-consistency"
             )
-        return super().run(problems, generator, verifier, config, on_trace)
