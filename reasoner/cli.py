@@ -145,6 +145,70 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("verify", help="verify a JSONL file of candidate answers, or --selftest")
+    p.add_argument("candidates", nargs="?", help="JSONL: one candidate completion per line")
+    p.add_argument("--verifier", default="math")
+    p.add_argument("--out", help="verdicts JSONL (default: <candidates>.verdicts.jsonl)")
+    p.add_argument("--completion-field", default="completion")
+    p.add_argument("--answer-field", default="answer")
+    p.add_argument("--question-field", default="question")
+    p.add_argument("--id-field", default="id")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per check")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count malformed rows")
+    p.add_argument(
+        "--selftest",
+        action="store_true",
+        help="run the regression suite of --verifier (or of all, with --verifier all)",
+    )
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reasoner.runner.verify_file import CandidateFields, verify_file
+    from reasoner.verifiers import load
+    from reasoner.verifiers.selftest import run_suite, suite_paths
+
+    if args.selftest:
+        suites = suite_paths()
+        chosen = list(suites) if args.verifier == "all" else [args.verifier]
+        ok = True
+        for name in chosen:
+            if name not in suites:
+                raise ReasonerError(
+                    f"no regression suite for verifier {name!r}; suites: " + ", ".join(suites)
+                )
+            with load(name, timeout_s=args.timeout) as verifier:
+                report = run_suite(verifier, suites[name])
+            ok &= report.ok
+            print(
+                f"{name}: {report.passed}/{report.total} as expected, "
+                f"{len(report.known_failures)} known failures, {len(report.failures)} unexpected"
+            )
+            for case in report.failures:
+                print(
+                    f"  UNEXPECTED {case['id']}: expected {case['expected']}, got {case['got']} "
+                    f"({case['feedback']})"
+                )
+            for case in report.known_failures:
+                print(f"  known      {case['id']}: {case['reason']}")
+            for case in report.fixed:
+                print(f"  now passes {case['id']} (was a known failure: update the suite)")
+        return 0 if ok else 1
+    if args.candidates is None:
+        raise ReasonerError("reasoner verify: give a candidates file, or --selftest")
+    source = Path(args.candidates)
+    out = Path(args.out) if args.out else source.with_suffix(".verdicts.jsonl")
+    fields = CandidateFields(
+        args.completion_field, args.answer_field, args.question_field, args.id_field
+    )
+    with load(args.verifier, timeout_s=args.timeout) as verifier:
+        summary = verify_file(source, verifier, out, fields, args.skip_bad)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reasoner", description="LLM reasoning pipelines")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,9 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ALIAS",
         help="assemble, checksum and convert embedded models into the cache",
     )
+    _add_verify(sub)
     args = parser.parse_args(argv)
     try:
-        return {"eval": cmd_eval, "models": cmd_models}[args.command](args)
+        return {"eval": cmd_eval, "models": cmd_models, "verify": cmd_verify}[args.command](args)
     except ReasonerError as exc:
         print(f"reasoner: error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ from typing import Any
 from reasoner.errors import ConfigError, unknown_choice
 from reasoner.verifiers.base import Verifier
 from reasoner.verifiers.math_answer import MathAnswerVerifier
+from reasoner.verifiers.reward import as_reward_fn
 
 VERIFIERS: dict[str, type[Verifier]] = {"math": MathAnswerVerifier}
 
@@ -18,4 +19,4 @@ def load(name: str, **kwargs: Any) -> Verifier:
     return VERIFIERS[name](**kwargs)
 
 
-__all__ = ["VERIFIERS", "Verifier", "load"]
+__all__ = ["VERIFIERS", "Verifier", "as_reward_fn", "load"]
