@@ -23,9 +23,10 @@ class PromptTemplate:
     def sha256(self) -> str:
         return hashlib.sha256(f"{self.system or ''}\0{self.user}".encode()).hexdigest()
 
-    def render(self, problem: Problem) -> tuple[ChatMessage, ...]:
+    def render(self, problem: Problem, **extra: object) -> tuple[ChatMessage, ...]:
+        """`extra` fills the template's other slots (a judge's candidate answer, say)."""
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
-        values = {"question": problem.question, "problem": problem, **problem.metadata}
+        values = {"question": problem.question, "problem": problem, **problem.metadata, **extra}
         messages = []
         if self.system:
             messages.append(

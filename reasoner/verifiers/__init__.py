@@ -6,10 +6,17 @@ from typing import Any
 
 from reasoner.errors import ConfigError, unknown_choice
 from reasoner.verifiers.base import Verifier
+from reasoner.verifiers.judge import LLMJudgeVerifier
 from reasoner.verifiers.math_answer import MathAnswerVerifier
 from reasoner.verifiers.reward import as_reward_fn
+from reasoner.verifiers.reward_model import RewardModelVerifier
 
-VERIFIERS: dict[str, type[Verifier]] = {"math": MathAnswerVerifier}
+# The judge takes a `generator=` and the reward model a `model=` keyword from the caller.
+VERIFIERS: dict[str, type[Verifier]] = {
+    "math": MathAnswerVerifier,
+    "judge": LLMJudgeVerifier,
+    "reward-model": RewardModelVerifier,
+}
 
 
 def load(name: str, **kwargs: Any) -> Verifier:
