@@ -108,10 +108,6 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
         "engine_calls": 0,
     }
     if pending:
-        # a start record first, so a session killed before it could finish still counts
-        folder.append_session(
-            {"event": "start", "started": session["started"], "pending": len(pending)}
-        )
         started = time.perf_counter()
         owns_generator = generator is None
         if generator is None:
@@ -121,6 +117,10 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
         else:
             resolved_model = None
         session["load_time_s"] = time.perf_counter() - started
+        # a start record first, so a session killed before it could finish still counts
+        folder.append_session(
+            {"event": "start", "started": session["started"], "pending": len(pending)}
+        )
         if not folder.manifest_path.is_file():
             folder.write_manifest(_manifest(plan, generator, resolved_model))
         progress = tqdm(
