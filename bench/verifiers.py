@@ -50,7 +50,9 @@ def math_pairs() -> dict[str, list[tuple[Problem, Completion]]]:
     gsm8k = []
     for line in GSM8K_RUN.read_text().splitlines():
         row = json.loads(line)
-        problem = Problem(row["problem"]["id"], row["problem"]["question"], row["problem"]["answer"])
+        problem = Problem(
+            row["problem"]["id"], row["problem"]["question"], row["problem"]["answer"]
+        )
         for completion in row["steps"][0]["completions"]:
             gsm8k.append((problem, Completion.from_dict(completion)))
     suite = [
@@ -87,17 +89,21 @@ def bench_sandbox() -> dict[str, Any] | None:
 def bench_fol() -> dict[str, Any] | None:
     if importlib.util.find_spec("reasoner.verifiers.fol.provers") is None:
         return None
-    from reasoner.verifiers.fol.provers import decide  # type: ignore[import-not-found]
+    from reasoner.verifiers.fol.provers import decide
 
-    rows = [json.loads(line) for line in
-            (ROOT.parent / "shared" / "data" / "folio" / "folio-validation.jsonl")
-            .read_text().splitlines()[:40]]
+    rows = [
+        json.loads(line)
+        for line in (ROOT.parent / "shared" / "data" / "folio" / "folio-validation.jsonl")
+        .read_text()
+        .splitlines()[:40]
+    ]
     out: dict[str, Any] = {}
     for prover in ("e", "prover9", "z3"):
         try:
             calls = [
-                lambda r=r: decide(r["premises-FOL"], r["conclusion-FOL"], prover=prover,
-                                   timeout_s=10)
+                lambda r=r, p=prover: decide(
+                    r["premises-FOL"], r["conclusion-FOL"], prover=p, timeout_s=10
+                )
                 for r in rows
             ]
             out[prover] = percentiles(timed(calls))

@@ -6,7 +6,10 @@ from typing import Any
 
 from reasoner.errors import ConfigError, unknown_choice
 from reasoner.verifiers.base import Verifier
+from reasoner.verifiers.code_exec import ProgramAidedMathVerifier, UnitTestVerifier
+from reasoner.verifiers.fol.verifier import FOLVerifier
 from reasoner.verifiers.judge import LLMJudgeVerifier
+from reasoner.verifiers.lean import LeanVerifier
 from reasoner.verifiers.math_answer import MathAnswerVerifier
 from reasoner.verifiers.reward import as_reward_fn
 from reasoner.verifiers.reward_model import RewardModelVerifier
@@ -14,6 +17,10 @@ from reasoner.verifiers.reward_model import RewardModelVerifier
 # The judge takes a `generator=` and the reward model a `model=` keyword from the caller.
 VERIFIERS: dict[str, type[Verifier]] = {
     "math": MathAnswerVerifier,
+    "python-math": ProgramAidedMathVerifier,
+    "unit-tests": UnitTestVerifier,
+    "fol": FOLVerifier,
+    "lean": LeanVerifier,
     "judge": LLMJudgeVerifier,
     "reward-model": RewardModelVerifier,
 }
