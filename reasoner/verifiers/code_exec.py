@@ -216,8 +216,11 @@ class UnitTestVerifier(Verifier):
     name = "unit-tests"
     max_concurrency = 2
 
-    def __init__(self, limits: SandboxLimits | None = None) -> None:
+    def __init__(self, limits: SandboxLimits | None = None, timeout_s: float | None = None) -> None:
+        """`timeout_s`, where given, is the program's wall-clock limit."""
         self.limits = limits or default_limits()
+        if timeout_s is not None:
+            self.limits = dataclasses.replace(self.limits, wall_seconds=timeout_s)
 
     def verify(self, problem: Problem, completion: Completion) -> Verdict:
         try:
