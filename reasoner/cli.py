@@ -157,6 +157,14 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per check")
     p.add_argument("--skip-bad", action="store_true", help="skip and count malformed rows")
     p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="verifier constructor argument, e.g. prover=z3, model=NAME (reward-model, "
+        "judge), base_url=URL (judge)",
+    )
+    p.add_argument(
         "--selftest",
         action="store_true",
         help="run the regression suite of --verifier (or of all, with --verifier all)",
@@ -203,10 +211,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
     fields = CandidateFields(
         args.completion_field, args.answer_field, args.question_field, args.id_field
     )
-    with load(args.verifier, timeout_s=args.timeout) as verifier:
+    with _load_verifier(args.verifier, args.timeout, args.option) as verifier:
         summary = verify_file(source, verifier, out, fields, args.skip_bad)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _load_verifier(name: str, timeout_s: float, options: list[str]) -> Any:
+    """`--option` values are YAML-typed; a judge's `model`/`base_url` become its Generator."""
+    import yaml
+
+    from reasoner.verifiers import load
+
+    kwargs: dict[str, Any] = {"timeout_s": timeout_s}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ReasonerError(f"--option {item!r} is not of the form KEY=VALUE")
+        kwargs[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    if name == "judge":
+        from reasoner.models import ModelConfig, load_generator
+
+        config = ModelConfig(
+            name=kwargs.pop("model", ModelConfig().name), base_url=kwargs.pop("base_url", None)
+        )
+        kwargs["generator"] = load_generator(config)[0]
+    try:
+        return load(name, **kwargs)
+    except TypeError as exc:  # an option the verifier does not take
+        raise ReasonerError(f"verifier {name!r}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

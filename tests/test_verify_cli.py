@@ -95,3 +95,30 @@ def test_reward_function_for_trl() -> None:
         assert reward.__name__ == "math_reward"
         with pytest.raises(KeyError, match="needs the dataset column 'answer'"):
             reward(prompts=["q"], completions=["1"], solution=["1"])
+
+
+def test_verify_file_with_the_fol_verifier_and_an_option(tmp_path: Path) -> None:
+    source = _write(
+        tmp_path / "fol.jsonl",
+        [
+            json.dumps({"id": "t", "completion": "The answer is True", "answer": "True"}),
+            json.dumps({"id": "u", "completion": "B", "answer": "Uncertain"}),
+        ],
+    )
+    out = tmp_path / "v.jsonl"
+    assert (
+        main(
+            ["verify", str(source), "--verifier", "fol", "--option", "prover=z3", "--out", str(out)]
+        )
+        == 0
+    )
+    statuses = [json.loads(line)["status"] for line in out.read_text().splitlines()]
+    assert statuses == ["correct", "incorrect"]
+
+
+def test_unknown_verifier_option_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write(tmp_path / "c.jsonl", [json.dumps({"completion": "1", "answer": "1"})])
+    assert main(["verify", str(source), "--option", "colour=red"]) == 2
+    assert "verifier 'math'" in capsys.readouterr().err
