@@ -34,6 +34,7 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--limit", type=int, help="only the first N problems")
     p.add_argument("--seed", type=int)
+    p.add_argument("--shard", metavar="I/N", help="run every N-th problem from the I-th")
     p.add_argument("--out", help="run folder; an existing one is resumed")
     p.add_argument("--split")
     p.add_argument("--data-dir", help="folder holding the benchmark data (or $REASONER_DATA_DIR)")
@@ -62,6 +63,7 @@ def _eval_overrides(args: argparse.Namespace) -> list[str]:
         ("sampling.temperature", args.temperature),
         ("sampling.max_tokens", args.max_tokens),
         ("limit", args.limit),
+        ("shard", args.shard),
         ("seed", args.seed),
         ("out", args.out),
         ("split", args.split),
@@ -242,6 +244,16 @@ def _load_verifier(name: str, timeout_s: float, options: list[str]) -> Any:
         raise ReasonerError(f"verifier {name!r}: {exc}") from None
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reasoner.runner.evaluate import merge_shards
+
+    summary = merge_shards([Path(p) for p in args.runs], Path(args.out))
+    print_summary(summary)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reasoner", description="LLM reasoning pipelines")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -254,9 +266,18 @@ def main(argv: list[str] | None = None) -> int:
         help="assemble, checksum and convert embedded models into the cache",
     )
     _add_verify(sub)
+    merge = sub.add_parser("merge", help="merge the shards of a run (eval --shard i/n)")
+    merge.add_argument("runs", nargs="+", help="the shard run folders")
+    merge.add_argument("--out", required=True, help="the merged run folder (new)")
     args = parser.parse_args(argv)
     try:
-        return {"eval": cmd_eval, "models": cmd_models, "verify": cmd_verify}[args.command](args)
+        commands = {
+            "eval": cmd_eval,
+            "models": cmd_models,
+            "verify": cmd_verify,
+            "merge": cmd_merge,
+        }
+        return commands[args.command](args)
     except ReasonerError as exc:
         print(f"reasoner: error: {exc}", file=sys.stderr)
         return 2

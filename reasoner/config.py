@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from reasoner.errors import ConfigError
 from reasoner.models.config import ModelConfig
@@ -56,10 +56,21 @@ class EvalConfig(BaseModel):
     strategy: StrategySettings = StrategySettings()
     sampling: SamplingSettings = SamplingSettings()
     limit: int | None = None
+    shard: str | None = None  # "i/n": every n-th problem from the i-th (see `reasoner merge`)
     seed: int = 0
     skip_bad: bool = False
     out: str | None = None
     progress: bool = True
+
+    @field_validator("shard")
+    @classmethod
+    def _valid_shard(cls, value: str | None) -> str | None:
+        if value is not None:
+            from reasoner.runner.shard import parse_shard
+
+            index, count = parse_shard(value)
+            return f"{index}/{count}"
+        return value
 
 
 def _parse_value(text: str) -> Any:

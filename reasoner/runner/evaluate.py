@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from reasoner.config import EvalConfig
+from reasoner.errors import ConfigError
 from reasoner.models import Generator, load_generator, resolve_backend, resolve_model
 from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.runner.benchmarks import BenchmarkSpec, load_benchmark
@@ -25,8 +28,9 @@ from reasoner.runner.datasets import (
 from reasoner.runner.manifest import git_commit, hardware, model_record, package_versions
 from reasoner.runner.metrics import summarize
 from reasoner.runner.run_folder import RunFolder
+from reasoner.runner.shard import concatenate_jsonl, merge_configs, select_shard
 from reasoner.strategies import Strategy, StrategyConfig, load_strategy
-from reasoner.types import SamplingParams, Trace
+from reasoner.types import Problem, SamplingParams, Trace
 from reasoner.verifiers import Verifier
 from reasoner.verifiers import load as load_verifier
 
@@ -91,9 +95,7 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
     loaded engine across runs; otherwise the configured model is loaded here."""
     plan = plan_eval(config)
     config = plan.config
-    problems = (
-        plan.dataset.problems[: config.limit] if config.limit is not None else plan.dataset.problems
-    )
+    problems = select_shard(selected_problems(plan), config.shard)
     out = Path(config.out or default_out(config))
     folder = RunFolder(out)
     folder.prepare(config.model_dump(mode="json"))
@@ -161,6 +163,37 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
     return summary
 
 
+def selected_problems(plan: EvalPlan) -> list[Problem]:
+    """The run's problems before sharding: the first `limit` of the dataset."""
+    problems = plan.dataset.problems
+    return problems[: plan.config.limit] if plan.config.limit is not None else list(problems)
+
+
+def merge_shards(folders: Sequence[Path], out: Path) -> dict[str, Any]:
+    """One run folder from the shards of a run; its summary is computed from the merged rows
+    exactly as an unsharded run's would be."""
+    config = EvalConfig.model_validate({**merge_configs(folders), "out": str(out)})
+    plan = plan_eval(config)
+    merged = RunFolder(out)
+    if merged.path.exists() and any(merged.path.iterdir()):
+        raise ConfigError(f"{out} already exists and is not empty")
+    merged.prepare(plan.config.model_dump(mode="json"))
+    concatenate_jsonl([f / "results.jsonl" for f in folders], merged.results_path)
+    concatenate_jsonl([f / "sessions.jsonl" for f in folders], merged.sessions_path)
+    manifests = [
+        json.loads((f / "manifest.json").read_text())
+        for f in folders
+        if (f / "manifest.json").is_file()
+    ]
+    if manifests:
+        merged.write_manifest(
+            {**manifests[0], "shards": [str(f) for f in folders], "shard_manifests": manifests}
+        )
+    summary = _summary(plan, selected_problems(plan), merged)
+    merged.write_summary(summary)
+    return summary
+
+
 def default_out(config: EvalConfig) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"runs/{config.benchmark}-{config.strategy.name}-{stamp}"
@@ -202,6 +235,7 @@ def _summary(plan: EvalPlan, problems: list[Any], folder: RunFolder) -> dict[str
         "strategy": config.strategy.name,
         "n": config.strategy.n,
         "seed": config.seed,
+        "shard": config.shard,
         "complete": len(rows) == len(problems),
         "bad_rows_skipped": len(plan.dataset.bad_rows),
         **summarize(rows),
