@@ -254,6 +254,18 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reasoner.runner.report import write_report  # lazy: keeps matplotlib off start-up
+
+    keys = None if args.by is None else [k for k in args.by.split(",") if k]
+    files = write_report([Path(r) for r in args.runs], Path(args.out), breakdown_keys=keys)
+    print(files.markdown.read_text())
+    print(f"wrote {files.markdown}, {files.csv}, {len(files.plots)} plots")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reasoner", description="LLM reasoning pipelines")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -269,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     merge = sub.add_parser("merge", help="merge the shards of a run (eval --shard i/n)")
     merge.add_argument("runs", nargs="+", help="the shard run folders")
     merge.add_argument("--out", required=True, help="the merged run folder (new)")
+    report = sub.add_parser("report", help="compare run folders: Markdown, CSV and plots")
+    report.add_argument("runs", nargs="+", metavar="RUN")
+    report.add_argument("--out", required=True, help="folder for report.md, report.csv, PNGs")
+    report.add_argument(
+        "--by", help="comma-separated metadata keys to break accuracy down by (default: detected)"
+    )
     args = parser.parse_args(argv)
     try:
         commands = {
@@ -276,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             "models": cmd_models,
             "verify": cmd_verify,
             "merge": cmd_merge,
+            "report": cmd_report,
         }
         return commands[args.command](args)
     except ReasonerError as exc:

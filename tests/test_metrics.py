@@ -100,3 +100,65 @@ def test_summarize_counts_errors_apart_from_wrong_answers() -> None:
     # maj@2: ties go to the first sample's class: correct, incorrect, error(first) -> 1/3
     assert summary["maj@k"]["2"] == pytest.approx(1 / 3)
     assert summary["tokens"]["completion"] == 60
+
+
+def _graded(status: str, level: object, prompt: int, cached: int, completion: int) -> dict:
+    row = _row(status, [status], [0])
+    metadata = {} if level is None else {"level": level, "subject": "Algebra"}
+    row["problem"] = {"id": "x", "metadata": metadata}
+    row["usage"] = {
+        "prompt_tokens": prompt,
+        "cached_prompt_tokens": cached,
+        "completion_tokens": completion,
+        "engine_calls": 1,
+        "verifier_calls": 1,
+    }
+    return row
+
+
+def test_summarize_breaks_accuracy_down_by_metadata_value() -> None:
+    rows = [
+        _graded("correct", 2, 10, 0, 5),
+        _graded("incorrect", 10, 10, 0, 5),
+        _graded("correct", 2, 10, 0, 5),
+        _graded("error", 2, 10, 0, 5),
+        _graded("correct", 1, 10, 0, 5),
+        _graded("incorrect", None, 10, 0, 5),
+    ]
+    by_level = summarize(rows, breakdown_keys=["level"])["breakdown"]["level"]
+    # numeric order (1, 2, 10, not "10" < "2"), rows without the key last
+    assert list(by_level) == ["1", "2", "10", "(missing)"]
+    two = by_level["2"]
+    # 3 rows: 2 correct, 1 verifier error -> 2/2 scored; Wilson(2, 2) lower = 2 / (2 + z²)
+    assert (two["problems"], two["scored"], two["correct"]) == (3, 2, 2)
+    assert two["accuracy"] == 1.0
+    assert two["accuracy_ci95"][0] == pytest.approx(2 / (2 + 1.959963984540054**2))
+    assert two["accuracy_ci95"][1] == 1.0
+    assert two["verifier_errors"] == 1
+    assert two["verifier_error_rate"] == pytest.approx(1 / 3)
+    assert by_level["10"]["accuracy"] == 0.0
+    assert by_level["(missing)"]["problems"] == 1
+    assert sum(v["problems"] for v in by_level.values()) == len(rows)
+    subjects = summarize(rows, breakdown_keys=["subject"])["breakdown"]["subject"]
+    assert {k: v["problems"] for k, v in subjects.items()} == {"Algebra": 5, "(missing)": 1}
+
+
+def test_summarize_counts_compute_as_generated_plus_uncached_prompt() -> None:
+    rows = [_graded("correct", 1, 100, 60, 30), _graded("error", 1, 50, 0, 20)]
+    summary = summarize(rows)
+    # prefilled = (100 - 60) + (50 - 0) = 90; generated = 50; total 140 over 2 problems
+    assert summary["compute"] == {
+        "generated": 50,
+        "prefilled": 90,
+        "total": 140,
+        "per_problem": 70.0,
+    }
+    assert summary["verifier_error_rate"] == 0.5
+    assert "breakdown" not in summary  # only when asked for
+
+
+def test_summarize_of_no_rows_is_defined() -> None:
+    summary = summarize([], breakdown_keys=["level"])
+    assert summary["compute"]["per_problem"] == 0.0
+    assert summary["verifier_error_rate"] == 0.0
+    assert summary["breakdown"] == {"level": {}}

@@ -1,5 +1,6 @@
-"""Accuracy with intervals, maj@k and unbiased pass@k, computed from results rows alone so that
-a resumed run and an uninterrupted one summarise identically."""
+"""Accuracy with intervals, maj@k and unbiased pass@k, per-category breakdowns and compute,
+computed from results rows alone so that a resumed run and an uninterrupted one summarise
+identically."""
 
 from __future__ import annotations
 
@@ -56,21 +57,78 @@ def k_values(n: int) -> list[int]:
     return sorted({*ks, n})
 
 
-def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Metrics over results rows (see Trace.to_dict)."""
+MISSING_CATEGORY = "(missing)"
+
+
+def accuracy_counts(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Verifier errors are left out of the denominator: a crashed checker says nothing about the
+    answer, so counting it as wrong would blame the model for the verifier."""
     total = len(rows)
     statuses = [row["verdict"]["status"] for row in rows]
     correct = statuses.count("correct")
     errors = statuses.count("error")
     scored = total - errors
     low, high = wilson_interval(correct, scored)
-    summary: dict[str, Any] = {
+    return {
         "problems": total,
         "scored": scored,
         "correct": correct,
         "accuracy": correct / scored if scored else None,
         "accuracy_ci95": [low, high],
         "verifier_errors": errors,
+        "verifier_error_rate": errors / total if total else 0.0,
+    }
+
+
+def category_key(value: Any) -> tuple[int, float, str]:
+    """Sort order for category values: numbers (MATH levels) numerically, then text."""
+    if isinstance(value, bool):
+        return (1, 0.0, str(value))
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def breakdown(rows: Sequence[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """Accuracy per value of one metadata key. Rows without the key are grouped under
+    MISSING_CATEGORY so that the per-value counts always add up to the run's."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    raw: dict[str, Any] = {}
+    for row in rows:
+        metadata = row["problem"].get("metadata") or {}
+        value = metadata.get(key)
+        name = MISSING_CATEGORY if value is None else str(value)
+        groups.setdefault(name, []).append(row)
+        raw.setdefault(name, value)
+    order = sorted(groups, key=lambda name: (name == MISSING_CATEGORY, category_key(raw[name])))
+    return {name: accuracy_counts(groups[name]) for name in order}
+
+
+def compute_tokens(
+    prompt: int, prompt_cached: int, completion: int, problems: int
+) -> dict[str, float]:
+    """Tokens the engine had to process: generated plus prefilled (prompt tokens not served from
+    the prefix cache). Strategies are compared at equal compute on this number, since
+    self-consistency and search pay in both prefill and decode."""
+    prefilled = prompt - prompt_cached
+    total = prefilled + completion
+    return {
+        "generated": completion,
+        "prefilled": prefilled,
+        "total": total,
+        "per_problem": total / problems if problems else 0.0,
+    }
+
+
+def summarize(
+    rows: Sequence[dict[str, Any]], *, breakdown_keys: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Metrics over results rows (see Trace.to_dict); `breakdown_keys` names problem metadata
+    keys (level, subject, ...) to report accuracy per value of."""
+    total = len(rows)
+    summary: dict[str, Any] = {
+        **accuracy_counts(rows),
         "no_answer": sum(1 for row in rows if row["prediction"] is None),
     }
     sample_verdicts = [[v for step in row["steps"] for v in step["verdicts"]] for row in rows]
@@ -102,6 +160,11 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "prompt_per_problem": prompt_tokens / total if total else 0.0,
         "completion_per_problem": completion_tokens / total if total else 0.0,
     }
+    summary["compute"] = compute_tokens(
+        prompt_tokens, summary["tokens"]["prompt_cached"], completion_tokens, total
+    )
+    if breakdown_keys:
+        summary["breakdown"] = {key: breakdown(rows, key) for key in breakdown_keys}
     summary["engine_requests"] = sum(row["usage"]["engine_calls"] for row in rows)
     summary["verifier_calls"] = sum(row["usage"]["verifier_calls"] for row in rows)
     return summary
