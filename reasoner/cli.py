@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, get_args
 
 from reasoner.errors import ReasonerError
+from reasoner.runner.datasets import AnswerFormat
 
 
 def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,7 +47,7 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="ROLE=NAME",
         help="field mapping for --dataset: question=..., answer=..., id=...",
     )
-    p.add_argument("--answer-format", choices=["plain", "gsm8k"])
+    p.add_argument("--answer-format", choices=list(get_args(AnswerFormat)))
     p.add_argument("--skip-bad", action="store_true", help="skip and count malformed rows")
     p.add_argument("--no-progress", action="store_true")
 
@@ -266,6 +267,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    from reasoner.runner.catalog import catalog_rows, format_catalog
+
+    print(format_catalog(catalog_rows()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reasoner", description="LLM reasoning pipelines")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -281,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     merge = sub.add_parser("merge", help="merge the shards of a run (eval --shard i/n)")
     merge.add_argument("runs", nargs="+", help="the shard run folders")
     merge.add_argument("--out", required=True, help="the merged run folder (new)")
+    sub.add_parser("list", help="the benchmarks, with counts, verifiers and licences")
     report = sub.add_parser("report", help="compare run folders: Markdown, CSV and plots")
     report.add_argument("runs", nargs="+", metavar="RUN")
     report.add_argument("--out", required=True, help="folder for report.md, report.csv, PNGs")
@@ -295,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             "verify": cmd_verify,
             "merge": cmd_merge,
             "report": cmd_report,
+            "list": cmd_list,
         }
         return commands[args.command](args)
     except ReasonerError as exc:

@@ -47,7 +47,7 @@ def test_shipped_config_is_valid() -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["eval", "gsm9k"], "unknown benchmark 'gsm9k'; choose one of: gsm8k, math500"),
+        (["eval", "gsm9k"], "unknown benchmark 'gsm9k'; choose one of: aime24, amc23, ar_lsat"),
         (["eval", "gsm8k", "--strategy", "beam"], "choose one of: greedy, self-consistency"),
         (["eval", "gsm8k", "--set", "verifier=nope"], "unknown verifier 'nope'"),
         (["eval", "gsm8k", "--set", "model.backend=tgi"], "model.backend"),

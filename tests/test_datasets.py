@@ -29,7 +29,7 @@ def test_math500_uses_ids_and_metadata(data_dir: Path) -> None:
 
 
 def test_unknown_dataset_and_split_list_the_choices(data_dir: Path) -> None:
-    with pytest.raises(ConfigError, match="choose one of: gsm8k, math500"):
+    with pytest.raises(ConfigError, match=r"choose one of: .*gsm8k, .*math500"):
         load_manifest("gsm9k")
     with pytest.raises(ConfigError, match="test, train"):
         load_dataset(load_manifest("gsm8k"), "validation", str(data_dir))

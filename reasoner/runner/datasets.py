@@ -1,25 +1,33 @@
-"""Dataset manifests (data/*.yaml) and loading problems from JSONL files or the hub.
+"""Dataset manifests (data/*.yaml) and loading problems from JSONL / JSON-array files or the hub.
 
-A malformed row stops the run with its file and line, or, with `skip_bad`, is counted and left
-out; nothing is silently dropped.
+A malformed row stops the run with its file and line (or element index), or, with `skip_bad`, is
+counted and left out; nothing is silently dropped. Rows that a split's `where` filter leaves out
+belong to another split and are not bad rows.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import jinja2
 from pydantic import BaseModel, ConfigDict
 
 from reasoner.errors import ConfigError, DatasetError, unknown_choice
 from reasoner.resources import asset_names, data_root, load_asset_yaml
 from reasoner.types import Problem
 
-AnswerFormat = Literal["plain", "gsm8k"]
+# plain: the field as is; gsm8k: the number after "####"; number: a numeric field ("27.0" -> "27",
+# "025" -> "25"); number_prefix: a trailing "(unit)" dropped ("9 (apples)" -> "9").
+AnswerFormat = Literal["plain", "gsm8k", "number", "number_prefix"]
+# jsonl: one object a line; json: one JSON array of objects (Logic-LM's files).
+FileFormat = Literal["jsonl", "json"]
 
 
 class SplitSpec(BaseModel):
@@ -27,12 +35,17 @@ class SplitSpec(BaseModel):
     file: str
     sha256: str | None = None
     count: int | None = None
+    # Some files hold several splits (miniF2F, ProofNet): keep the rows whose fields equal these.
+    where: dict[str, str] = {}
 
 
 class FieldMap(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str = "question"
-    answer: str = "answer"
+    # A Jinja template over the row, for a question spread over several fields (SVAMP's Body and
+    # Question, Logic-LM's context, question and options). It replaces `question` when set.
+    question_template: str | None = None
+    answer: str | None = "answer"  # None: no gold answer (a Lean proof is checked, not compared)
     id: str | None = None  # None: the row's position in the file
 
 
@@ -43,9 +56,14 @@ class DatasetManifest(BaseModel):
     local_dir: str | None = None
     hub: dict[str, str] | None = None
     splits: dict[str, SplitSpec] = {}
+    format: FileFormat = "jsonl"
     fields: FieldMap = FieldMap()
-    metadata: list[str] = []
+    # Row fields kept as problem metadata; a mapping renames them ({premises_fol: premises-FOL}),
+    # since templates and verifiers read the keys as identifiers.
+    metadata: list[str] | dict[str, str] = []
     answer_format: AnswerFormat = "plain"
+    non_commercial: bool = False  # the data's licence forbids commercial use (ASDiv: CC BY-NC)
+    license_note: str = ""  # what a user must know beyond the licence's name
 
 
 def available_datasets() -> list[str]:
@@ -65,6 +83,8 @@ class LoadedDataset:
 
 
 _GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
+_UNIT_SUFFIX = re.compile(r"\s*\([^()]*\)$")
+_TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
 
 
 def gold_answer(raw: Any, answer_format: AnswerFormat) -> str:
@@ -74,57 +94,141 @@ def gold_answer(raw: Any, answer_format: AnswerFormat) -> str:
         if match is None:
             raise ValueError("no '#### <answer>' in the answer field")
         text = match.group(1).replace(",", "").strip()
+    elif answer_format == "number":
+        text = _tidy_number(text)
+    elif answer_format == "number_prefix":
+        # ASDiv: "9 (apples)"; about 8% of its answers are words or times ("Yes", "3:30 p.m."),
+        # which keep their text.
+        text = _UNIT_SUFFIX.sub("", text).strip()
+        if _is_number(text):
+            text = _tidy_number(text)
     return text
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace(",", ""))
+    except ValueError:
+        return False
+    return True
+
+
+def _tidy_number(text: str) -> str:
+    """Float columns say "27.0" and AIME says "025"; a gold that reads like a model's "27" keeps
+    the exact-match shortcut of the math verifier, and self-consistency votes, honest."""
+    try:
+        value = float(text.replace(",", ""))
+    except ValueError:
+        raise ValueError(f"answer {text!r} is not a number") from None
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+@functools.lru_cache(maxsize=32)
+def _template(source: str) -> jinja2.Template:
+    """Compiled once per manifest, not once per row."""
+    return _TEMPLATES.from_string(source)
+
+
+def metadata_fields(metadata: list[str] | dict[str, str]) -> dict[str, str]:
+    """Metadata key -> row field."""
+    return dict(metadata) if isinstance(metadata, dict) else {k: k for k in metadata}
+
+
+def _question(row: dict[str, Any], fields: FieldMap) -> str:
+    if fields.question_template is None:
+        question = row.get(fields.question)
+    else:
+        try:
+            question = _template(fields.question_template).render(row)
+        except jinja2.TemplateError as exc:
+            raise ValueError(f"question_template failed: {exc}") from None
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"the question ({fields.question!r}) is not a non-empty string")
+    return question
+
+
 def _row_to_problem(
-    row: Any, index: int, fields: FieldMap, metadata: list[str], answer_format: AnswerFormat
+    row: Any,
+    index: int,
+    fields: FieldMap,
+    metadata: list[str] | dict[str, str],
+    answer_format: AnswerFormat,
 ) -> Problem:
     if not isinstance(row, dict):
         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-    missing = [f for f in (fields.question, fields.answer) if f not in row]
-    if fields.id is not None and fields.id not in row:
-        missing.append(fields.id)
+    required = [fields.answer, fields.id]
+    if fields.question_template is None:
+        required.append(fields.question)
+    missing = [f for f in required if f is not None and f not in row]
     if missing:
         raise ValueError(f"missing field(s) {missing}; the row has {sorted(row)}")
-    question = row[fields.question]
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError(f"field {fields.question!r} is not a non-empty string")
+    answer = None if fields.answer is None else gold_answer(row[fields.answer], answer_format)
     return Problem(
         id=str(row[fields.id]) if fields.id is not None else str(index),
-        question=question,
-        answer=gold_answer(row[fields.answer], answer_format),
-        metadata={k: row[k] for k in metadata if k in row},
+        question=_question(row, fields),
+        answer=answer,
+        metadata={k: row[f] for k, f in metadata_fields(metadata).items() if f in row},
     )
+
+
+def _rows(raw: bytes, path: Path, file_format: FileFormat) -> Iterator[tuple[str, Any]]:
+    """(where, row) pairs; `where` is "file:line" or "file[index]", for error messages. A row
+    that is not valid JSON comes as the exception, so the caller decides whether to skip it."""
+    text = raw.decode("utf-8", errors="replace")
+    if file_format == "json":
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}: not valid JSON: {exc}") from None
+        if not isinstance(rows, list):
+            raise DatasetError(f"{path}: expected a JSON array, got {type(rows).__name__}")
+        for index, row in enumerate(rows):
+            yield f"{path}[element {index}]", row
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                yield f"{path}:{lineno}", json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield f"{path}:{lineno}", exc
+
+
+def _selected(row: Any, where: dict[str, str]) -> bool:
+    """A row that is not an object is kept, so that it is reported rather than filtered away."""
+    if not where or not isinstance(row, dict):
+        return True
+    return all(row.get(k) == v for k, v in where.items())
 
 
 def read_jsonl(
     path: Path,
     fields: FieldMap,
-    metadata: list[str] | None = None,
+    metadata: list[str] | dict[str, str] | None = None,
     answer_format: AnswerFormat = "plain",
     skip_bad: bool = False,
+    *,
+    file_format: FileFormat = "jsonl",
+    where: dict[str, str] | None = None,
 ) -> LoadedDataset:
+    """Despite the name, also reads a JSON array (`file_format="json"`)."""
     if not path.is_file():
         raise DatasetError(f"dataset file {path} does not exist")
     raw = path.read_bytes()
     problems: list[Problem] = []
     bad: list[str] = []
-    for lineno, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
+    for location, row in _rows(raw, path, file_format):
+        if not _selected(row, where or {}):
             continue
         try:
+            if isinstance(row, json.JSONDecodeError):
+                raise row
             problems.append(
                 _row_to_problem(
-                    json.loads(line),
-                    len(problems) + len(bad),
-                    fields,
-                    metadata or [],
-                    answer_format,
+                    row, len(problems) + len(bad), fields, metadata or [], answer_format
                 )
             )
         except (json.JSONDecodeError, ValueError) as exc:
-            reason = f"{path}:{lineno}: {exc}"
+            reason = f"{location}: {exc}"
             if not skip_bad:
                 raise DatasetError(
                     reason + " (pass --skip-bad to skip and count such rows)"
@@ -148,7 +252,13 @@ def load_dataset(
         path = root / manifest.local_dir / spec.file
         if path.is_file():
             loaded = read_jsonl(
-                path, manifest.fields, manifest.metadata, manifest.answer_format, skip_bad
+                path,
+                manifest.fields,
+                manifest.metadata,
+                manifest.answer_format,
+                skip_bad,
+                file_format=manifest.format,
+                where=spec.where,
             )
             if spec.sha256 and loaded.sha256 != spec.sha256:
                 raise DatasetError(

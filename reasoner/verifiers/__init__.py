@@ -6,6 +6,7 @@ from typing import Any
 
 from reasoner.errors import ConfigError, unknown_choice
 from reasoner.verifiers.base import Verifier
+from reasoner.verifiers.choice import ChoiceVerifier
 from reasoner.verifiers.code_exec import ProgramAidedMathVerifier, UnitTestVerifier
 from reasoner.verifiers.fol.verifier import FOLVerifier
 from reasoner.verifiers.judge import LLMJudgeVerifier
@@ -20,6 +21,7 @@ VERIFIERS: dict[str, type[Verifier]] = {
     "python-math": ProgramAidedMathVerifier,
     "unit-tests": UnitTestVerifier,
     "fol": FOLVerifier,
+    "choice": ChoiceVerifier,
     "lean": LeanVerifier,
     "judge": LLMJudgeVerifier,
     "reward-model": RewardModelVerifier,
