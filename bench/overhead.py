@@ -1,5 +1,5 @@
 """Framework overhead: the same GSM8K prompts (n samples each) through the raw
-`vllm.LLM.generate` and through `reasoner eval --strategy self-consistency`, side by side on one
+`vllm.LLM.chat` and through `reasoner eval --strategy self-consistency`, side by side on one
 engine, alternating rounds. Writes bench/results/overhead-<device>.json.
 
     python bench/overhead.py [--problems 32] [--n 8] [--max-tokens 256] [--rounds 2]
