@@ -29,8 +29,11 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", help="embedded alias, local folder, .gguf file or hub id")
     p.add_argument("--backend", choices=["auto", "vllm", "transformers", "openai"])
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--strategy", help="greedy (default) or self-consistency")
+    p.add_argument("--strategy", help="greedy (default), self-consistency, or a search strategy (README: Strategies)")
     p.add_argument("--n", type=int, help="samples per problem")
+    p.add_argument("--scorer", help="verifier that ranks candidates (best-of-N, search)")
+    p.add_argument("--budget-tokens", type=int, help="per problem: prompt + completion tokens")
+    p.add_argument("--budget-calls", type=int, help="per problem: engine calls")
     p.add_argument("--temperature", type=float)
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--limit", type=int, help="only the first N problems")
@@ -61,6 +64,9 @@ def _eval_overrides(args: argparse.Namespace) -> list[str]:
         ("model.base_url", args.base_url),
         ("strategy.name", args.strategy),
         ("strategy.n", args.n),
+        ("strategy.scorer.name", args.scorer),
+        ("strategy.budget_tokens", args.budget_tokens),
+        ("strategy.budget_calls", args.budget_calls),
         ("sampling.temperature", args.temperature),
         ("sampling.max_tokens", args.max_tokens),
         ("limit", args.limit),

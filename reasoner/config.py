@@ -18,10 +18,22 @@ from reasoner.runner.datasets import AnswerFormat
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+class ScorerSettings(BaseModel):
+    """A verifier that ranks candidates for a strategy; it never sees the gold answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    options: dict[str, Any] = {}
+
+
 class StrategySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "greedy"
     n: int = 1
+    options: dict[str, Any] = {}  # the strategy's own knobs, checked by the strategy
+    scorer: ScorerSettings | None = None
+    budget_tokens: int | None = None  # per problem: prompt + completion tokens
+    budget_calls: int | None = None  # per problem: engine calls
 
 
 class SamplingSettings(BaseModel):

@@ -184,6 +184,8 @@ class Trace:
     verdict: Verdict
     usage: Usage
     clusters: list[int] = field(default_factory=list)
+    #: a search strategy's tree: one dict per node (id, parent, text, score, visits, ...)
+    tree: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def samples(self) -> list[Verdict]:
@@ -197,4 +199,5 @@ class Trace:
             "clusters": self.clusters,
             "usage": self.usage.to_dict(),
             "steps": [s.to_dict() for s in self.steps],
+            **({"tree": self.tree} if self.tree else {}),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -13,8 +14,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from reasoner.config import EvalConfig
-from reasoner.errors import ConfigError
+from reasoner.config import EvalConfig, ScorerSettings
+from reasoner.errors import ConfigError, unknown_choice
 from reasoner.models import Generator, load_generator, resolve_backend, resolve_model
 from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.runner.benchmarks import BenchmarkSpec, load_benchmark
@@ -29,9 +30,9 @@ from reasoner.runner.manifest import git_commit, hardware, model_record, package
 from reasoner.runner.metrics import summarize
 from reasoner.runner.run_folder import RunFolder
 from reasoner.runner.shard import concatenate_jsonl, merge_configs, select_shard
-from reasoner.strategies import Strategy, StrategyConfig, load_strategy
+from reasoner.strategies import Budget, Strategy, StrategyConfig, load_strategy
 from reasoner.types import Problem, SamplingParams, Trace
-from reasoner.verifiers import Verifier
+from reasoner.verifiers import VERIFIERS, Verifier
 from reasoner.verifiers import load as load_verifier
 
 ENV_PREFIXES = ("VLLM_", "OMP_", "CUDA_VISIBLE_DEVICES", "REASONER_")
@@ -48,6 +49,7 @@ class EvalPlan:
     strategy: Strategy
     verifier: Verifier
     sampling: SamplingParams
+    strategy_config: StrategyConfig  # without its scorer, which may need the loaded engine
 
 
 def plan_eval(config: EvalConfig) -> EvalPlan:
@@ -77,6 +79,23 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
         max_tokens=config.sampling.max_tokens or benchmark.max_tokens,
         stop=tuple(config.sampling.stop),
     )
+    settings = config.strategy
+    strategy_config = StrategyConfig(
+        prompt,
+        sampling,
+        settings.n,
+        config.seed,
+        options=settings.options,
+        budget=Budget(settings.budget_tokens, settings.budget_calls),
+    )
+    strategy.validate(strategy_config)
+    if settings.scorer is not None and settings.scorer.name not in VERIFIERS:
+        raise ConfigError(unknown_choice("strategy.scorer.name", settings.scorer.name, VERIFIERS))
+    if strategy.needs_scorer and settings.scorer is None:
+        raise ConfigError(
+            f"strategy {strategy.name!r} ranks candidates and needs strategy.scorer "
+            f"(e.g. strategy.scorer.name=judge); valid scorers: {', '.join(sorted(VERIFIERS))}"
+        )
     resolved = config.model_copy(
         update={
             "split": None if config.dataset else (config.split or benchmark.split),
@@ -87,7 +106,19 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
             ),
         }
     )
-    return EvalPlan(resolved, benchmark, dataset, prompt, strategy, verifier, sampling)
+    return EvalPlan(
+        resolved, benchmark, dataset, prompt, strategy, verifier, sampling, strategy_config
+    )
+
+
+def build_scorer(settings: ScorerSettings | None, generator: Generator) -> Verifier | None:
+    """The strategy's scorer; an LLM judge grades with the run's own engine."""
+    if settings is None:
+        return None
+    options = dict(settings.options)
+    if settings.name == "judge":
+        options.setdefault("generator", generator)
+    return load_verifier(settings.name, **options)
 
 
 def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str, Any]:
@@ -141,13 +172,14 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
             progress.update(1)
 
         generation_started = time.perf_counter()
+        scorer = build_scorer(config.strategy.scorer, generator)
         try:
             session["engine_calls"] += 1
             plan.strategy.run(
                 pending,
                 generator,
                 plan.verifier,
-                StrategyConfig(plan.prompt, plan.sampling, config.strategy.n, config.seed),
+                dataclasses.replace(plan.strategy_config, scorer=scorer),
                 on_trace=record,
             )
         finally:
@@ -155,6 +187,8 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
             session["generate_wall_s"] = time.perf_counter() - generation_started
             folder.append_session({"event": "end", **session})
             plan.verifier.close()
+            if scorer is not None:
+                scorer.close()
             if owns_generator:
                 generator.close()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reasoner.errors import ConfigError, unknown_choice
-from reasoner.strategies.base import Strategy, StrategyConfig, problem_seed
+from reasoner.strategies.base import Budget, Strategy, StrategyConfig, problem_seed
 from reasoner.strategies.sampling import Greedy, SelfConsistency
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -11,7 +11,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     SelfConsistency.name: SelfConsistency,
 }
 
-__all__ = ["STRATEGIES", "Strategy", "StrategyConfig", "load_strategy", "problem_seed"]
+__all__ = ["STRATEGIES", "Budget", "Strategy", "StrategyConfig", "load_strategy", "problem_seed"]
 
 
 def load_strategy(name: str) -> Strategy:

@@ -6,26 +6,84 @@ lets the runner append it to disk at once and lose nothing to a crash.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from reasoner.errors import ConfigError
 from reasoner.models.base import Generator
 from reasoner.prompts import PromptTemplate
-from reasoner.types import Problem, SamplingParams, Trace
+from reasoner.types import Completion, Problem, SamplingParams, Trace, Usage
 from reasoner.verifiers.base import Verifier
 
 TraceCallback = Callable[[Trace], None]
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Per-problem caps. Tokens are prompt plus completion tokens as sent, not net of prefix-cache
+    hits: cache hits depend on what else was in the batch, and a budget decision that did would
+    make a resumed run search differently from an uninterrupted one."""
+
+    tokens: int | None = None
+    calls: int | None = None
+
+    def exhausted(self, usage: Usage) -> bool:
+        spent = usage.prompt_tokens + usage.completion_tokens
+        return (self.tokens is not None and spent >= self.tokens) or (
+            self.calls is not None and usage.engine_calls >= self.calls
+        )
 
 
 @dataclass(frozen=True)
 class StrategyConfig:
+    """`options` are the strategy's own knobs (each strategy validates them with its `Options`
+    model); `scorer` ranks candidates or scores steps without seeing the gold answer, while
+    the run's verifier decides the final verdict."""
+
     prompt: PromptTemplate
     sampling: SamplingParams  # n and temperature are the strategy's to set
     n: int = 1
     seed: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+    budget: Budget = Budget()
+    scorer: Verifier | None = None
+
+
+def parse_options(model: type[OptionsT], options: Mapping[str, Any], strategy: str) -> OptionsT:
+    """A strategy's options, with errors that name the offending `strategy.options.<key>`."""
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = "strategy.options." + ".".join(str(p) for p in error["loc"])
+            if error["type"] == "extra_forbidden":
+                valid = ", ".join(sorted(model.model_fields))
+                problems.append(f"unknown key {where!r} for {strategy}; valid keys: {valid}")
+            else:
+                problems.append(f"{where}: {error['msg']}")
+        raise ConfigError("; ".join(problems)) from None
+
+
+def blind(problem: Problem) -> Problem:
+    """The problem without its gold answer, as a scorer must see it: a scorer that could read
+    the answer would turn best-of-N into pass@N."""
+    return dataclasses.replace(problem, answer=None)
+
+
+def charge(usage: Usage, completions: Sequence[Completion]) -> None:
+    """Add one request's tokens; its prompt is counted once however many samples it had."""
+    if completions:
+        usage.prompt_tokens += completions[0].prompt_tokens
+        usage.cached_prompt_tokens += completions[0].cached_prompt_tokens
+    usage.completion_tokens += sum(c.completion_tokens for c in completions)
 
 
 def problem_seed(seed: int, problem_id: str) -> int:
@@ -38,6 +96,11 @@ def problem_seed(seed: int, problem_id: str) -> int:
 class Strategy(ABC):
     name: ClassVar[str]
     default_temperature: ClassVar[float]
+    #: whether the strategy needs `StrategyConfig.scorer` (a verifier that ranks without gold)
+    needs_scorer: ClassVar[bool] = False
+
+    def validate(self, config: StrategyConfig) -> None:  # noqa: B027 - optional hook
+        """Reject bad options before any model is loaded."""
 
     @abstractmethod
     def run(
