@@ -1,0 +1,33 @@
+"""A wrapper around a real Generator that records every engine call, so tests can prove a
+strategy batches (one call per search step) without faking any generation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from reasoner.models.base import Generator
+from reasoner.types import Completion, GenerationRequest
+
+
+class CountingGenerator(Generator):
+    def __init__(self, inner: Generator) -> None:
+        self.inner = inner
+        self.description = inner.description
+        #: the batch size of each engine call, in call order
+        self.calls: list[int] = []
+        self.requests: list[GenerationRequest] = []
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        self.calls.append(len(requests))
+        self.requests.extend(requests)
+        return self.inner.generate(requests)
+
+    def generate_stream(
+        self, requests: Sequence[GenerationRequest]
+    ) -> Iterator[tuple[int, list[Completion]]]:
+        self.calls.append(len(requests))
+        self.requests.extend(requests)
+        yield from self.inner.generate_stream(requests)
+
+    def close(self) -> None:
+        """The wrapped engine belongs to the fixture that made it."""
