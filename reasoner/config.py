@@ -68,6 +68,7 @@ class EvalConfig(BaseModel):
     strategy: StrategySettings = StrategySettings()
     sampling: SamplingSettings = SamplingSettings()
     limit: int | None = None
+    ids: list[str] | None = None  # only these problem ids (before `limit`)
     shard: str | None = None  # "i/n": every n-th problem from the i-th (see `reasoner merge`)
     seed: int = 0
     skip_bad: bool = False

@@ -19,6 +19,7 @@ class ModelConfig(BaseModel):
     dtype: str = "bfloat16"
     max_model_len: int = 4096
     seed: int = 0
+    adapter: str | None = None  # a PEFT adapter folder applied to every request
     # vLLM engine
     enforce_eager: bool | None = None  # None: eager on CPU (18 s start instead of 60-90 s)
     enable_prefix_caching: bool = True

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from reasoner.config import EvalConfig, ScorerSettings
 from reasoner.errors import ConfigError, unknown_choice
 from reasoner.models import Generator, load_generator, resolve_backend, resolve_model
+from reasoner.models.adapter import AdapterGenerator
 from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.runner.benchmarks import BenchmarkSpec, load_benchmark
 from reasoner.runner.datasets import (
@@ -26,7 +27,13 @@ from reasoner.runner.datasets import (
     load_manifest,
     read_jsonl,
 )
-from reasoner.runner.manifest import git_commit, hardware, model_record, package_versions
+from reasoner.runner.manifest import (
+    folder_sha256,
+    git_commit,
+    hardware,
+    model_record,
+    package_versions,
+)
 from reasoner.runner.metrics import summarize
 from reasoner.runner.run_folder import RunFolder
 from reasoner.runner.shard import concatenate_jsonl, merge_configs, select_shard
@@ -150,6 +157,8 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
         else:
             resolved_model = None
         session["load_time_s"] = time.perf_counter() - started
+        if config.model.adapter is not None:
+            generator = AdapterGenerator(generator, config.model.adapter)
         # a start record first, so a session killed before it could finish still counts
         folder.append_session(
             {"event": "start", "started": session["started"], "pending": len(pending)}
@@ -200,6 +209,15 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
 def selected_problems(plan: EvalPlan) -> list[Problem]:
     """The run's problems before sharding: the first `limit` of the dataset."""
     problems = plan.dataset.problems
+    if plan.config.ids is not None:
+        wanted = set(plan.config.ids)
+        problems = [p for p in problems if p.id in wanted]
+        missing = wanted - {p.id for p in problems}
+        if missing:
+            raise ConfigError(
+                f"ids: {len(missing)} id(s) not in {plan.dataset.source}, "
+                f"e.g. {sorted(missing)[0]!r}"
+            )
     return problems[: plan.config.limit] if plan.config.limit is not None else list(problems)
 
 
@@ -240,6 +258,11 @@ def _manifest(plan: EvalPlan, generator: Generator, resolved: Any) -> dict[str, 
         "reasoner_commit": git_commit(),
         "packages": package_versions(),
         "model": model_record(resolved, generator.description),
+        **(
+            {"adapter": {"path": adapter, "folder_sha256": folder_sha256(adapter)}}
+            if (adapter := config.model.adapter) is not None
+            else {}
+        ),
         "dataset": {
             "source": plan.dataset.source,
             "sha256": plan.dataset.sha256,
