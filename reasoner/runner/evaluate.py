@@ -98,7 +98,7 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
     strategy.validate(strategy_config)
     if settings.scorer is not None and settings.scorer.name not in VERIFIERS:
         raise ConfigError(unknown_choice("strategy.scorer.name", settings.scorer.name, VERIFIERS))
-    if strategy.needs_scorer and settings.scorer is None:
+    if strategy.needs_scorer_for(strategy_config) and settings.scorer is None:
         raise ConfigError(
             f"strategy {strategy.name!r} ranks candidates and needs strategy.scorer "
             f"(e.g. strategy.scorer.name=judge); valid scorers: {', '.join(sorted(VERIFIERS))}"

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from reasoner.errors import ConfigError, unknown_choice
 from reasoner.strategies.base import Budget, Strategy, StrategyConfig, problem_seed
+from reasoner.strategies.best_of_n import BestOfN
+from reasoner.strategies.program_aided import ProgramAided
 from reasoner.strategies.sampling import Greedy, SelfConsistency
+from reasoner.strategies.self_refine import SelfRefine
 
 STRATEGIES: dict[str, type[Strategy]] = {
     Greedy.name: Greedy,
     SelfConsistency.name: SelfConsistency,
+    BestOfN.name: BestOfN,
+    SelfRefine.name: SelfRefine,
+    ProgramAided.name: ProgramAided,
 }
 
 __all__ = ["STRATEGIES", "Budget", "Strategy", "StrategyConfig", "load_strategy", "problem_seed"]

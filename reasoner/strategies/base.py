@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from reasoner.errors import ConfigError
 from reasoner.models.base import Generator
 from reasoner.prompts import PromptTemplate
-from reasoner.types import Completion, Problem, SamplingParams, Trace, Usage
+from reasoner.types import Completion, Problem, SamplingParams, Trace, Usage, Verdict
 from reasoner.verifiers.base import Verifier
 
 TraceCallback = Callable[[Trace], None]
@@ -78,6 +78,17 @@ def blind(problem: Problem) -> Problem:
     return dataclasses.replace(problem, answer=None)
 
 
+def charge_scorer(usage: Usage, verdicts: Sequence[Verdict]) -> None:
+    """Add what a model-based scorer spent (an LLM judge reports its tokens in
+    `details["usage"]`), so a judged strategy does not look cheaper than it was."""
+    for verdict in verdicts:
+        spent = verdict.details.get("usage")
+        if isinstance(spent, dict):
+            usage.prompt_tokens += int(spent.get("prompt_tokens", 0))
+            usage.cached_prompt_tokens += int(spent.get("cached_prompt_tokens", 0))
+            usage.completion_tokens += int(spent.get("completion_tokens", 0))
+
+
 def charge(usage: Usage, completions: Sequence[Completion]) -> None:
     """Add one request's tokens; its prompt is counted once however many samples it had."""
     if completions:
@@ -101,6 +112,10 @@ class Strategy(ABC):
 
     def validate(self, config: StrategyConfig) -> None:  # noqa: B027 - optional hook
         """Reject bad options before any model is loaded."""
+
+    def needs_scorer_for(self, config: StrategyConfig) -> bool:
+        """Whether this configuration needs `StrategyConfig.scorer` (options may decide)."""
+        return self.needs_scorer
 
     @abstractmethod
     def run(

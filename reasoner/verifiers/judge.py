@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from reasoner.models.base import Generator
 from reasoner.prompts import PromptTemplate, load_prompt
@@ -55,13 +56,24 @@ class LLMJudgeVerifier(Verifier):
             replies = self.generator.generate(requests)
         except Exception as exc:  # the judge's engine failing is the verifier failing
             return [Verdict("error", 0.0, f"judge model failed: {exc}") for _ in pairs]
-        return [self._verdict(reply[0].text if reply else "") for reply in replies]
+        return [self._verdict(reply[0] if reply else None) for reply in replies]
 
     @staticmethod
-    def _verdict(reply: str) -> Verdict:
-        details = {"judge_reply": reply}
-        judged = parse_judgement(reply)
+    def _verdict(reply: Completion | None) -> Verdict:
+        text = reply.text if reply is not None else ""
+        details: dict[str, Any] = {"judge_reply": text}
+        if reply is not None:
+            # the judge's tokens, so strategies that score with it can count what it cost
+            details["usage"] = {
+                "prompt_tokens": reply.prompt_tokens,
+                "cached_prompt_tokens": reply.cached_prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+            }
+        judged = parse_judgement(text)
         if judged is None:
             return Verdict("error", 0.0, "the judge's reply has no VERDICT line", None, details)
-        reason = reply.strip().splitlines()[0][:300] if reply.strip() else ""
+        # the judge's reasoning is the feedback a refine step shows the model, not the verdict
+        reason = " ".join(
+            line.strip() for line in text.strip().splitlines() if not _VERDICT.search(line)
+        )[:600]
         return Verdict("correct" if judged else "incorrect", float(judged), reason, None, details)

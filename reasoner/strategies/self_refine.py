@@ -1,0 +1,286 @@
+"""Self-refine: answer, check, show the model the check's feedback, answer again, up to k rounds.
+
+The feedback comes from `strategy.scorer` (an LLM judge's reason, a failing unit test, a prover's
+parse error) or, with `feedback: verifier`, from the run's verifier. Either sees
+`blind(problem)` unless `feedback_sees_answer` is set: a checker that knows the gold answer is an
+oracle (the math verifier's feedback reads "expected 18, got 16"), and a loop that stops when an
+oracle passes reports pass@k, not accuracy. With an oracle, `feedback_detail: verdict` shows the
+model only that it was wrong, not the checker's text.
+
+A refine turn continues the chat: the original prompt, the previous attempt as the assistant's
+turn, then the refine prompt's user turn with the feedback, so the prompt's prefix is shared with
+round 0 and served from the prefix cache. Each round is one engine call for every problem still
+refining; a problem stops when its check passes, after `max_rounds` refinements, or once its
+budget is spent. The run's verifier grades every round (Trace.steps) but never steers the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reasoner.errors import ConfigError
+from reasoner.models.base import Generator
+from reasoner.prompts import PromptTemplate, load_prompt
+from reasoner.strategies.base import (
+    Strategy,
+    StrategyConfig,
+    TraceCallback,
+    blind,
+    charge,
+    charge_scorer,
+    parse_options,
+    problem_seed,
+)
+from reasoner.strategies.sampling import cluster_answers
+from reasoner.types import (
+    ChatMessage,
+    Completion,
+    GenerationRequest,
+    Problem,
+    Step,
+    Trace,
+    Usage,
+    Verdict,
+)
+from reasoner.verifiers.base import Verifier
+from reasoner.verifiers.choice import ChoiceVerifier
+from reasoner.verifiers.code_exec import ProgramAidedMathVerifier
+from reasoner.verifiers.math_answer import MathAnswerVerifier
+
+#: verifiers that can only compare with the gold answer: blind, they return nothing but `error`
+GOLD_ONLY = (MathAnswerVerifier, ProgramAidedMathVerifier, ChoiceVerifier)
+
+StopReason = Literal["passed", "max_rounds", "budget", "feedback_error"]
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: refinements after the first attempt; a problem takes at most max_rounds + 1 engine calls
+    max_rounds: int = Field(default=3, ge=0)
+    feedback: Literal["scorer", "verifier"] = "scorer"
+    feedback_sees_answer: bool = False
+    #: "text": the checker's feedback; "verdict": only that the answer did not pass
+    feedback_detail: Literal["text", "verdict"] = "text"
+    #: a checker that failed (`error`) is no pass: refine anyway, or stop the problem there
+    on_feedback_error: Literal["refine", "stop"] = "refine"
+    refine_prompt: str = "math_refine"
+
+
+@dataclass
+class _Problem:
+    """One problem's state across rounds."""
+
+    problem: Problem
+    usage: Usage = field(default_factory=Usage)
+    steps: list[Step] = field(default_factory=list)
+    tree: list[dict[str, Any]] = field(default_factory=list)
+    last_text: str = ""
+    last_feedback: Verdict | None = None
+
+
+def load_refine_prompt(name: str) -> PromptTemplate:
+    try:
+        return load_prompt(name)
+    except ConfigError as exc:
+        raise ConfigError(f"strategy.options.refine_prompt: {exc}") from None
+
+
+def refine_messages(
+    prompt: PromptTemplate,
+    refine: PromptTemplate,
+    problem: Problem,
+    attempt: str,
+    feedback: Verdict,
+    detail: Literal["text", "verdict"],
+) -> tuple[ChatMessage, ...]:
+    """The first prompt, the previous attempt, and the refine prompt's user turn (its system
+    part, if it has one, is not used: the conversation already has the first prompt's)."""
+    turn = refine.render(
+        problem,
+        feedback=feedback.feedback if detail == "text" else "",
+        status=feedback.status,
+    )[-1]
+    return (*prompt.render(problem), ChatMessage("assistant", attempt), turn)
+
+
+def stop_reason(feedback: Verdict, round_: int, options: Options, spent: bool) -> StopReason | None:
+    """Why a problem stops after this round's check, or None if it gets another round."""
+    if feedback.is_correct:
+        return "passed"
+    if feedback.status == "error" and options.on_feedback_error == "stop":
+        return "feedback_error"
+    if round_ >= options.max_rounds:
+        return "max_rounds"
+    if spent:
+        return "budget"
+    return None
+
+
+class SelfRefine(Strategy):
+    name: ClassVar[str] = "self-refine"
+    default_temperature: ClassVar[float] = 0.0
+
+    def validate(self, config: StrategyConfig) -> None:
+        self.options(config)
+
+    def needs_scorer_for(self, config: StrategyConfig) -> bool:
+        """Whether these options need `strategy.scorer` (a hook for the runner to check before
+        loading a model, since `needs_scorer` cannot depend on options)."""
+        return parse_options(Options, config.options, self.name).feedback == "scorer"
+
+    def options(self, config: StrategyConfig) -> Options:
+        if config.n != 1:
+            raise ConfigError(
+                f"self-refine refines one answer per problem: strategy.n must be 1, got {config.n}"
+            )
+        options = parse_options(Options, config.options, self.name)
+        load_refine_prompt(options.refine_prompt)
+        return options
+
+    @staticmethod
+    def feedback_verifier(
+        options: Options, verifier: Verifier, scorer: Verifier | None
+    ) -> Verifier:
+        if options.feedback == "scorer":
+            if scorer is None:
+                raise ConfigError(
+                    "self-refine with strategy.options.feedback=scorer needs strategy.scorer "
+                    "(e.g. strategy.scorer.name=judge), or set strategy.options.feedback=verifier"
+                )
+            return scorer
+        if scorer is not None:
+            raise ConfigError(
+                "strategy.scorer is set but strategy.options.feedback=verifier does not use it"
+            )
+        if not options.feedback_sees_answer and isinstance(verifier, GOLD_ONLY):
+            raise ConfigError(
+                f"the {verifier.name!r} verifier can only compare with the gold answer, so as "
+                "feedback without it every check is an error; set "
+                "strategy.options.feedback_sees_answer=true (an oracle) or use a scorer"
+            )
+        return verifier
+
+    def run(
+        self,
+        problems: Sequence[Problem],
+        generator: Generator,
+        verifier: Verifier,
+        config: StrategyConfig,
+        on_trace: TraceCallback | None = None,
+    ) -> list[Trace]:
+        options = self.options(config)
+        checker = self.feedback_verifier(options, verifier, config.scorer)
+        # an oracle checker that is the run's verifier: its verdicts are the run's, reused
+        reuse = checker is verifier and options.feedback_sees_answer
+        refine = load_refine_prompt(options.refine_prompt)
+        started = time.perf_counter()
+        states = [_Problem(p) for p in problems]
+        traces: list[Trace | None] = [None] * len(problems)
+        active = list(range(len(problems)))
+        for round_ in range(options.max_rounds + 1):
+            if not active:
+                break
+            requests = [self._request(states[i], round_, config, refine, options) for i in active]
+            outputs = generator.generate(requests)
+            completions = [out[0] if out else Completion("", "error", 0, 0) for out in outputs]
+            graded = verifier.verify_batch(
+                [(states[i].problem, c) for i, c in zip(active, completions, strict=True)]
+            )
+            if reuse:
+                checked = graded
+            else:
+                view = (lambda p: p) if options.feedback_sees_answer else blind
+                checked = checker.verify_batch(
+                    [(view(states[i].problem), c) for i, c in zip(active, completions, strict=True)]
+                )
+            still: list[int] = []
+            for k, i in enumerate(active):
+                state = states[i]
+                state.usage.engine_calls += 1
+                state.usage.verifier_calls += 1 if reuse else 2
+                charge(state.usage, outputs[k])
+                if not reuse:
+                    charge_scorer(state.usage, [checked[k]])
+                state.steps.append(Step(requests[k], [completions[k]], [graded[k]]))
+                state.last_text, state.last_feedback = completions[k].text, checked[k]
+                reason = stop_reason(
+                    checked[k], round_, options, config.budget.exhausted(state.usage)
+                )
+                state.tree.append(self._node(round_, checked[k], graded[k], reason))
+                if reason is None:
+                    still.append(i)
+                    continue
+                trace = self._trace(state, verifier, reason, started)
+                traces[i] = trace
+                if on_trace is not None:
+                    on_trace(trace)
+            active = still
+        return [t for t in traces if t is not None]
+
+    @staticmethod
+    def _request(
+        state: _Problem,
+        round_: int,
+        config: StrategyConfig,
+        refine: PromptTemplate,
+        options: Options,
+    ) -> GenerationRequest:
+        problem = state.problem
+        if round_ == 0:
+            messages = config.prompt.render(problem)
+            seed = problem_seed(config.seed, problem.id)
+        else:
+            assert state.last_feedback is not None
+            messages = refine_messages(
+                config.prompt,
+                refine,
+                problem,
+                state.last_text,
+                state.last_feedback,
+                options.feedback_detail,
+            )
+            seed = problem_seed(config.seed, f"{problem.id}/refine-{round_}")
+        return GenerationRequest(
+            messages=messages, sampling=dataclasses.replace(config.sampling, n=1, seed=seed)
+        )
+
+    @staticmethod
+    def _node(
+        round_: int, checked: Verdict, graded: Verdict, reason: StopReason | None
+    ) -> dict[str, Any]:
+        node: dict[str, Any] = {
+            "id": round_,
+            "parent": round_ - 1 if round_ else None,
+            "answer": graded.answer,
+            "feedback_status": checked.status,
+            "feedback_score": checked.score,
+            "feedback": checked.feedback,
+            "feedback_details": checked.details,
+        }
+        if reason is not None:
+            node["stop"] = reason
+        return node
+
+    @staticmethod
+    def _trace(state: _Problem, verifier: Verifier, reason: StopReason, started: float) -> Trace:
+        graded = [step.verdicts[0] for step in state.steps]
+        final = graded[-1]
+        verdict = dataclasses.replace(
+            final, details={**final.details, "rounds": len(graded), "stop": reason}
+        )
+        state.usage.wall_time_s = time.perf_counter() - started
+        return Trace(
+            problem=state.problem,
+            steps=state.steps,
+            prediction=final.answer,
+            verdict=verdict,
+            usage=state.usage,
+            clusters=cluster_answers(verifier, state.problem, graded),
+            tree=state.tree,
+        )
