@@ -302,8 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument(
         "--by", help="comma-separated metadata keys to break accuracy down by (default: detected)"
     )
+    from reasoner.runner import compare
+
+    extensions = {"compare": compare}
+    for module in extensions.values():
+        module.add_parser(sub)
     args = parser.parse_args(argv)
     try:
+        if args.command in extensions:
+            return extensions[args.command].run(args)
         commands = {
             "eval": cmd_eval,
             "models": cmd_models,
