@@ -5,9 +5,12 @@ from __future__ import annotations
 from reasoner.errors import ConfigError, unknown_choice
 from reasoner.strategies.base import Budget, Strategy, StrategyConfig, problem_seed
 from reasoner.strategies.best_of_n import BestOfN
+from reasoner.strategies.fol_prover import FOLProver
+from reasoner.strategies.lean import LeanBestFirst, LeanWholeProof
 from reasoner.strategies.program_aided import ProgramAided
 from reasoner.strategies.sampling import Greedy, SelfConsistency
 from reasoner.strategies.self_refine import SelfRefine
+from reasoner.strategies.z3_program import Z3Program
 
 STRATEGIES: dict[str, type[Strategy]] = {
     Greedy.name: Greedy,
@@ -15,6 +18,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
     BestOfN.name: BestOfN,
     SelfRefine.name: SelfRefine,
     ProgramAided.name: ProgramAided,
+    FOLProver.name: FOLProver,
+    Z3Program.name: Z3Program,
+    LeanWholeProof.name: LeanWholeProof,
+    LeanBestFirst.name: LeanBestFirst,
 }
 
 __all__ = ["STRATEGIES", "Budget", "Strategy", "StrategyConfig", "load_strategy", "problem_seed"]

@@ -1,0 +1,384 @@
+"""Write a program, let a solver run it, repair what fails, vote: the loop shared by the
+translate-then-solve strategies (LINC, Logic-LM, SatLM).
+
+The model never answers directly. It writes a program (first-order formulas, a z3 script) and a
+solver decides; the solver is exact, so what the model must get right is only the translation.
+Each of a problem's K samples is a *chain*: its first program, then up to `max_refine_rounds`
+repairs, each shown the error the parser or solver reported (Logic-LM's self-refinement). The
+answer is the majority over the chains' last programs that the solver could decide.
+
+Batching: round 0 is one engine call for every problem's K samples; each refine round is one
+engine call for every failing chain of every problem. A problem whose chains all succeeded (or
+that has no rounds or budget left) is handed to `on_trace` at once, so a crash loses nothing it
+had finished.
+
+Recording: each engine request is a Step (round 0: one request with K samples; a repair: one
+request with one sample), each sample's Verdict is the run verifier's verdict on the answer its
+program produced, or an `error` verdict naming why the program could not be decided; `tree`
+has one node per program with its chain, round, answer and error, which is what the error-rate
+summaries and the SFT export read. The summary's pass@k / maj@k therefore describe the round-0
+samples; the final verdict is the one after repair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from abc import abstractmethod
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reasoner.models.base import Generator
+from reasoner.strategies.base import (
+    Strategy,
+    StrategyConfig,
+    TraceCallback,
+    charge,
+    parse_options,
+    problem_seed,
+)
+from reasoner.strategies.sampling import cluster_answers
+from reasoner.types import (
+    ChatMessage,
+    Completion,
+    GenerationRequest,
+    Problem,
+    Step,
+    Trace,
+    Usage,
+    Verdict,
+)
+from reasoner.verifiers.base import Verifier
+
+#: how much of a program or error message a tree node keeps (the full text is in the steps)
+_NODE_TEXT = 600
+
+
+class ExecuteOptions(BaseModel):
+    """Knobs every execute-and-vote strategy has; subclasses add their solver's."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: repairs per chain after the first program (0: no repair)
+    max_refine_rounds: int = Field(1, ge=0)
+    #: solver runs at once (provers and sandboxes are separate processes)
+    workers: int = Field(2, ge=1)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the solver made of one program: an answer in the benchmark's format (a label or an
+    option letter), or an error kind and a message the model can act on."""
+
+    answer: str | None
+    error: str | None = None
+    message: str = ""
+    #: the solver itself could not run (not installed, sandbox down): a set-up fault
+    infrastructure: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Attempt:
+    index: int  # position among the problem's programs, in the order they were written
+    chain: int
+    round: int
+    parent: int | None  # the attempt this one repairs
+    messages: tuple[ChatMessage, ...]  # the chat that produced it
+    completion: Completion
+    outcome: Outcome
+    verdict: Verdict
+
+
+@dataclass
+class _Search:
+    problem: Problem
+    messages: tuple[ChatMessage, ...]
+    started: float
+    usage: Usage = field(default_factory=Usage)
+    steps: list[Step] = field(default_factory=list)
+    attempts: list[_Attempt] = field(default_factory=list)
+    latest: dict[int, _Attempt] = field(default_factory=dict)  # chain -> its last attempt
+    done: bool = False
+
+
+# (problem, the request, chain, the program, the attempt it repairs)
+_Job = tuple[_Search, GenerationRequest, int, Completion, _Attempt | None]
+
+
+def answer_completion(answer: str) -> Completion:
+    """The final answer as a completion the run's verifier reads: `choice` wants a cued letter,
+    `fol` a label after "The answer is"."""
+    shown = f"({answer})" if len(answer) == 1 and answer.isupper() else answer
+    return Completion(f"The answer is {shown}.", "stop", 0, 0)
+
+
+def majority(answers: Sequence[str | None]) -> str | None:
+    """The most common answer; ties go to the answer whose first vote came first (chain order),
+    so the result does not depend on anything but the chains."""
+    votes = [a for a in answers if a is not None]
+    if not votes:
+        return None
+    counts = Counter(votes)
+    best = max(counts.values())
+    return next(a for a in votes if counts[a] == best)
+
+
+class ExecuteAndVote(Strategy):
+    """Subclasses say how to prompt, how to run a program and how to ask for a repair."""
+
+    default_temperature: ClassVar[float] = 0.7
+    options_model: ClassVar[type[ExecuteOptions]] = ExecuteOptions
+
+    # --- what a subclass provides ---------------------------------------------------------
+
+    @abstractmethod
+    def first_messages(self, problem: Problem, options: Any) -> tuple[ChatMessage, ...]:
+        """The chat that asks for a program."""
+
+    @abstractmethod
+    def repair_messages(
+        self,
+        problem: Problem,
+        first: tuple[ChatMessage, ...],
+        attempt: str,
+        error: str,
+        options: Any,
+    ) -> tuple[ChatMessage, ...]:
+        """The chat that asks to fix `attempt`, given the solver's `error`."""
+
+    @abstractmethod
+    def execute(self, problem: Problem, text: str, options: Any) -> Outcome:
+        """Run one program; never raises for anything the program does."""
+
+    def check_ready(self, options: Any) -> None:
+        """Raise ConfigError when the solver cannot run at all, before a model is loaded."""
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def options(self, config: StrategyConfig) -> Any:
+        return parse_options(self.options_model, config.options, self.name)
+
+    def validate(self, config: StrategyConfig) -> None:
+        from reasoner.errors import ConfigError
+
+        if config.n < 1:
+            raise ConfigError(f"strategy.n (programs per problem) must be >= 1, got {config.n}")
+        self.check_ready(self.options(config))
+
+    def run(
+        self,
+        problems: Sequence[Problem],
+        generator: Generator,
+        verifier: Verifier,
+        config: StrategyConfig,
+        on_trace: TraceCallback | None = None,
+    ) -> list[Trace]:
+        self.validate(config)
+        options = self.options(config)
+        started = time.perf_counter()
+        searches = [
+            _Search(problem, self.first_messages(problem, options), started) for problem in problems
+        ]
+        traces: dict[int, Trace] = {}
+
+        def finish(index: int) -> None:
+            search = searches[index]
+            search.done = True
+            traces[index] = self._trace(search, verifier)
+            if on_trace is not None:
+                on_trace(traces[index])
+
+        # round 0: K programs per problem, every problem in one engine call
+        requests = [
+            GenerationRequest(
+                messages=s.messages,
+                sampling=dataclasses.replace(
+                    config.sampling, n=config.n, seed=problem_seed(config.seed, s.problem.id)
+                ),
+            )
+            for s in searches
+        ]
+        outputs = generator.generate(requests) if requests else []
+        jobs: list[_Job] = [
+            (s, request, chain, completion, None)
+            for s, request, completions in zip(searches, requests, outputs, strict=True)
+            for chain, completion in enumerate(completions)
+        ]
+        steps = [(s, r, c) for s, r, c in zip(searches, requests, outputs, strict=True)]
+        self._record(jobs, steps, verifier, options, 0)
+
+        for round_ in range(1, options.max_refine_rounds + 1):
+            pending: list[tuple[_Search, _Attempt]] = []
+            for index, search in enumerate(searches):
+                if search.done:
+                    continue
+                failing = [a for a in search.latest.values() if _repairable(a.outcome)]
+                if not failing or config.budget.exhausted(search.usage):
+                    finish(index)
+                    continue
+                pending += [(search, attempt) for attempt in failing]
+            if not pending:
+                break
+            repair_requests = [
+                GenerationRequest(
+                    messages=self.repair_messages(
+                        search.problem,
+                        search.messages,
+                        attempt.completion.text,
+                        attempt.outcome.message,
+                        options,
+                    ),
+                    sampling=dataclasses.replace(
+                        config.sampling,
+                        n=1,
+                        seed=_repair_seed(config.seed, search.problem.id, attempt.chain, round_),
+                    ),
+                )
+                for search, attempt in pending
+            ]
+            repaired = generator.generate(repair_requests)
+            jobs = [
+                (search, request, attempt.chain, completions[0], attempt)
+                for (search, attempt), request, completions in zip(
+                    pending, repair_requests, repaired, strict=True
+                )
+            ]
+            steps = [
+                (search, request, completions)
+                for (search, _), request, completions in zip(
+                    pending, repair_requests, repaired, strict=True
+                )
+            ]
+            self._record(jobs, steps, verifier, options, round_)
+
+        for index, search in enumerate(searches):
+            if not search.done:
+                finish(index)
+        return [traces[i] for i in range(len(searches))]
+
+    def _record(
+        self,
+        jobs: list[_Job],
+        steps: list[tuple[_Search, GenerationRequest, list[Completion]]],
+        verifier: Verifier,
+        options: Any,
+        round_: int,
+    ) -> None:
+        """Execute every program of one engine call (concurrently), verdict each, and record
+        the requests as steps."""
+
+        def run_one(job: _Job) -> Outcome:
+            search, _, _, completion, _ = job
+            return self.execute(search.problem, completion.text, options)
+
+        if len(jobs) > 1 and options.workers > 1:
+            with ThreadPoolExecutor(max_workers=min(options.workers, len(jobs))) as pool:
+                outcomes = list(pool.map(run_one, jobs))
+        else:
+            outcomes = [run_one(job) for job in jobs]
+        verdicts_by_job = [
+            _sample_verdict(search.problem, outcome, verifier, chain, round_)
+            for (search, _, chain, _, _), outcome in zip(jobs, outcomes, strict=True)
+        ]
+        by_request: dict[int, list[Verdict]] = {}
+        for (search, request, chain, completion, parent), outcome, verdict in zip(
+            jobs, outcomes, verdicts_by_job, strict=True
+        ):
+            attempt = _Attempt(
+                index=len(search.attempts),
+                chain=chain,
+                round=round_,
+                parent=None if parent is None else parent.index,
+                messages=request.messages or (),
+                completion=completion,
+                outcome=outcome,
+                verdict=verdict,
+            )
+            search.attempts.append(attempt)
+            search.latest[chain] = attempt
+            search.usage.verifier_calls += 1
+            by_request.setdefault(id(request), []).append(verdict)
+        called: set[int] = set()
+        for search, request, completions in steps:
+            charge(search.usage, completions)
+            if id(search) not in called:  # one engine call, however many of its requests
+                search.usage.engine_calls += 1
+                called.add(id(search))
+            search.steps.append(Step(request, completions, by_request.get(id(request), [])))
+
+    def _trace(self, search: _Search, verifier: Verifier) -> Trace:
+        problem = search.problem
+        finals = [search.latest[chain] for chain in sorted(search.latest)]
+        answers = [a.outcome.answer for a in finals]
+        winner = majority(answers)
+        details: dict[str, Any] = {
+            "chains": len(finals),
+            "votes": dict(Counter(a for a in answers if a is not None)),
+            "decided": sum(a is not None for a in answers),
+            "final_errors": dict(Counter(a.outcome.error for a in finals if a.outcome.error)),
+            "attempt_errors": dict(
+                Counter(a.outcome.error for a in search.attempts if a.outcome.error)
+            ),
+            "repairs": sum(a.round > 0 for a in search.attempts),
+        }
+        if winner is not None:
+            verdict = verifier.verify(problem, answer_completion(winner))
+            verdict = dataclasses.replace(verdict, details={**verdict.details, **details})
+        elif finals and all(a.outcome.infrastructure for a in finals):
+            verdict = Verdict("error", 0.0, finals[0].outcome.message, None, details)
+        else:
+            reason = finals[0].outcome.message if finals else "no programs were written"
+            feedback = f"no program could be decided; the first chain's error: {reason}"
+            verdict = Verdict("incorrect", 0.0, feedback[:_NODE_TEXT], None, details)
+        samples = [v for step in search.steps for v in step.verdicts]
+        search.usage.wall_time_s = time.perf_counter() - search.started
+        return Trace(
+            problem=problem,
+            steps=search.steps,
+            prediction=winner,
+            verdict=verdict,
+            usage=search.usage,
+            clusters=cluster_answers(verifier, problem, samples),
+            tree=[_node(a) for a in search.attempts],
+        )
+
+
+def _repairable(outcome: Outcome) -> bool:
+    """A program the model could fix: it failed, and not because the solver is missing."""
+    return outcome.answer is None and not outcome.infrastructure
+
+
+def _repair_seed(seed: int, problem_id: str, chain: int, round_: int) -> int:
+    return problem_seed(seed, f"{problem_id}\0repair:{chain}:{round_}")
+
+
+def _sample_verdict(
+    problem: Problem, outcome: Outcome, verifier: Verifier, chain: int, round_: int
+) -> Verdict:
+    """The run verifier's verdict on the program's answer; a program that could not be decided
+    is an `error` verdict (the solver could not turn it into an answer), as the fol verifier
+    reports a formalisation that does not parse."""
+    where = {"chain": chain, "round": round_, **outcome.details}
+    if outcome.answer is None:
+        return Verdict("error", 0.0, outcome.message, None, {**where, "error": outcome.error})
+    verdict = verifier.verify(problem, answer_completion(outcome.answer))
+    return dataclasses.replace(verdict, details={**verdict.details, **where})
+
+
+def _node(attempt: _Attempt) -> dict[str, Any]:
+    outcome = attempt.outcome
+    return {
+        "id": attempt.index,
+        "parent": attempt.parent,
+        "chain": attempt.chain,
+        "round": attempt.round,
+        "answer": outcome.answer,
+        "error": outcome.error,
+        "message": outcome.message[:_NODE_TEXT],
+        "status": attempt.verdict.status,
+    }
