@@ -302,9 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument(
         "--by", help="comma-separated metadata keys to break accuracy down by (default: detected)"
     )
-    from reasoner.runner import compare
+    from reasoner.runner import compare, show
 
-    extensions = {"compare": compare}
+    extensions = {"compare": compare, "show": show}
     for module in extensions.values():
         module.add_parser(sub)
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from reasoner.models.base import Generator
-from reasoner.types import Completion, GenerationRequest
+from reasoner.types import ChatMessage, Completion, GenerationRequest
 
 
 class CountingGenerator(Generator):
@@ -28,6 +28,10 @@ class CountingGenerator(Generator):
         self.calls.append(len(requests))
         self.requests.extend(requests)
         yield from self.inner.generate_stream(requests)
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """Rendering a template is no engine call."""
+        return self.inner.render_chat(messages)
 
     def close(self) -> None:
         """The wrapped engine belongs to the fixture that made it."""

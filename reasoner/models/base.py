@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from typing import Any
 
-from reasoner.types import Completion, GenerationRequest
+from reasoner.errors import ModelError
+from reasoner.types import ChatMessage, Completion, GenerationRequest
 
 
 class Generator(ABC):
@@ -28,6 +30,15 @@ class Generator(ABC):
         """(request index, completions) pairs in completion order; one engine call in all."""
         yield from enumerate(self.generate(requests))
 
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """The chat as the raw `prompt=` text this backend would feed the model (template
+        applied, assistant turn opened). Step-level search continues a partial answer by
+        appending it to this text, which a `messages` request cannot express."""
+        raise ModelError(
+            f"the {type(self).__name__} backend cannot render chat templates to text; "
+            "step-level search needs the vllm or transformers backend (or a local model name)"
+        )
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free the engine (GPU memory, server connections)."""
 
@@ -36,3 +47,23 @@ class Generator(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def chat_prompt_text(tokenizer: Any, messages: Sequence[ChatMessage], adds_special: bool) -> str:
+    """`messages` through the tokenizer's chat template, as text. `adds_special`: whether the
+    backend tokenizes raw prompts with special tokens; if so, a BOS the template already wrote
+    is dropped, or the model would see it twice."""
+    text = str(
+        tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+    )
+    bos = getattr(tokenizer, "bos_token", None)
+    if adds_special and bos and text.startswith(bos):
+        plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+        special = tokenizer("x", add_special_tokens=True)["input_ids"]
+        if len(special) > len(plain) and special[0] == tokenizer.bos_token_id:
+            text = text[len(bos) :]
+    return text

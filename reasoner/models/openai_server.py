@@ -15,9 +15,15 @@ from typing import Any
 import httpx
 
 from reasoner.errors import ModelError
-from reasoner.models.base import Generator
+from reasoner.models.base import Generator, chat_prompt_text
 from reasoner.models.config import ModelConfig
-from reasoner.types import Completion, GenerationRequest, TokenLogprob, as_finish_reason
+from reasoner.types import (
+    ChatMessage,
+    Completion,
+    GenerationRequest,
+    TokenLogprob,
+    as_finish_reason,
+)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -34,6 +40,29 @@ class OpenAIServerGenerator(Generator):
         self.description = f"openai:{self.base_url}:{self.model}"
         key = os.environ.get(config.api_key_env, "EMPTY")
         self.headers = {"Authorization": f"Bearer {key}"}
+        self._chat_tokenizer: Any = None
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """With the served model's tokenizer loaded here from `model.name` (an embedded alias,
+        a local folder or a hub id): the server's own template is out of reach over HTTP."""
+        if self._chat_tokenizer is None:
+            try:
+                from transformers import AutoTokenizer
+
+                from reasoner.models.embedded import EMBEDDED_MODELS
+                from reasoner.models.resolve import resolve_model
+
+                name = self.config.name
+                local = name in EMBEDDED_MODELS or os.path.exists(os.path.expanduser(name))
+                source = resolve_model(name).path if local else name
+                self._chat_tokenizer = AutoTokenizer.from_pretrained(source)
+            except Exception as exc:
+                raise ModelError(
+                    f"rendering the chat template for a raw-prompt request needs the served "
+                    f"model's tokenizer; model.name {self.config.name!r} gave none ({exc})"
+                ) from None
+        # a server tokenizes /completions prompts with special tokens
+        return chat_prompt_text(self._chat_tokenizer, messages, adds_special=True)
 
     def _body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         s = request.sampling

@@ -1,0 +1,259 @@
+"""Step-level beam search and diverse verifier tree search (DVTS), as in search-and-learn
+(Beeching et al., 2024), and the frontier loop they share with tree-of-thought BFS.
+
+Each problem holds one or more pools; a pool keeps a frontier of partial solutions, expands
+every frontier node with several sampled next steps, has the scorer score the new steps and
+keeps the best. Every round sends the frontier of every pool of every problem as one engine
+call, then scores all the new steps in one scorer call.
+
+- beam search: one pool of N/M beams; N first steps from the root, then each of the N/M best
+  partial solutions is expanded with M next steps (N = strategy.n, M = beam_width); a step that
+  completes a solution leaves the beam for the candidates; the search ends when N solutions
+  are complete, the beam is empty, or the depth is reached.
+- DVTS: N/M independent subtrees of width M, each greedy (it keeps its single best step), so
+  the N/M subtrees explore different solutions instead of collapsing onto one beam.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pydantic import Field
+
+from reasoner.errors import ConfigError
+from reasoner.models.base import Generator
+from reasoner.strategies.base import Strategy, StrategyConfig, TraceCallback, parse_options
+from reasoner.strategies.tree import (
+    Expansion,
+    Node,
+    ProblemSearch,
+    Selection,
+    StepEngine,
+    StepOptions,
+    finalize,
+    node_candidate,
+    pick,
+    rank_score,
+    score_nodes,
+    start_searches,
+    temperature_error,
+)
+from reasoner.types import Problem, Trace
+from reasoner.verifiers.base import Verifier
+
+
+@dataclass
+class Pool:
+    """A frontier that competes for its own `keep` slots."""
+
+    index: int
+    frontier: list[Node]
+    expand: int  # next steps sampled per frontier node this round
+    keep: int
+    done: bool = False
+    children: list[Node] = field(default_factory=list)  # this round's new steps
+
+
+def top_by_score(nodes: Sequence[Node], keep: int) -> list[Node]:
+    """The `keep` best-scored nodes, earlier ones first among equals, one per distinct
+    solution (the best-scored of its copies): two beams with the same text would only spend
+    compute twice."""
+    ranked = sorted(range(len(nodes)), key=lambda i: (-rank_score(nodes[i]), i))
+    seen: set[str] = set()
+    kept: list[Node] = []
+    for i in ranked:
+        if nodes[i].solution not in seen and len(kept) < keep:
+            seen.add(nodes[i].solution)
+            kept.append(nodes[i])
+    return kept
+
+
+class FrontierSearch(Strategy):
+    """The round loop; subclasses say how pools start, what survives and when to stop."""
+
+    needs_scorer: ClassVar[bool] = True
+    default_temperature: ClassVar[float] = 0.7
+    Options: ClassVar[type[StepOptions]]
+
+    def options(self, config: StrategyConfig) -> StepOptions:
+        return parse_options(self.Options, config.options, self.name)
+
+    @abstractmethod
+    def initial_pools(
+        self, root: Node, options: StepOptions, config: StrategyConfig
+    ) -> list[Pool]: ...
+
+    @abstractmethod
+    def survivors(
+        self, pool: Pool, options: StepOptions, search: ProblemSearch, config: StrategyConfig
+    ) -> tuple[list[Node], bool]:
+        """The next frontier of `pool` from its `children`, and whether the pool is done."""
+
+    @abstractmethod
+    def next_expand(self, options: StepOptions) -> int:
+        """Next steps per frontier node after the first round."""
+
+    def enough(self, completed: int, options: StepOptions, config: StrategyConfig) -> bool:
+        """Whether a problem has enough complete solutions to stop early."""
+        return False
+
+    def final_selection(self, options: StepOptions) -> Selection:
+        return getattr(options, "final_selection", "max-score")
+
+    def run(
+        self,
+        problems: Sequence[Problem],
+        generator: Generator,
+        verifier: Verifier,
+        config: StrategyConfig,
+        on_trace: TraceCallback | None = None,
+    ) -> list[Trace]:
+        self.validate(config)
+        if config.scorer is None:
+            raise ConfigError(f"{self.name} needs strategy.scorer (e.g. judge, reward-model)")
+        options = self.options(config)
+        engine = StepEngine(generator, config, options)
+        searches = start_searches(problems, generator, config, options.delimiter)
+        picker = pick(self.final_selection(options))
+        traces: list[Trace | None] = [None] * len(searches)
+        for search in searches:
+            search.state["pools"] = self.initial_pools(search.tree.root, options, config)
+            search.state["completed"] = []
+
+        def finish(index: int) -> None:
+            search = searches[index]
+            candidates = [node_candidate(search, n) for n in search.state["completed"]]
+            if not candidates:  # stopped by the budget before any solution was complete
+                frontier = [n for p in search.state["pools"] for n in p.frontier]
+                candidates = [node_candidate(search, n) for n in frontier]
+            trace = finalize(search, candidates, verifier, picker)
+            traces[index] = trace
+            if on_trace is not None:
+                on_trace(trace)
+
+        while True:
+            for index, search in enumerate(searches):
+                if not search.done and config.budget.exhausted(search.usage):
+                    finish(index)
+            active = [(i, s) for i, s in enumerate(searches) if not s.done]
+            if not active:
+                break
+            expansions, owners = [], []
+            for _, search in active:
+                for pool in search.state["pools"]:
+                    pool.children = []
+                    if pool.done:
+                        continue
+                    for node in pool.frontier:
+                        expansions.append(
+                            Expansion(
+                                search,
+                                node,
+                                pool.expand,
+                                to_end=engine.last_step(node),
+                                purpose=f"expand/pool{pool.index}",
+                            )
+                        )
+                        owners.append(pool)
+            new_nodes: list[tuple[ProblemSearch, Node]] = []
+            for expansion, pool, completions in zip(
+                expansions, owners, engine.generate(expansions), strict=True
+            ):
+                for completion in completions:
+                    child = engine.add_step(expansion, completion)
+                    pool.children.append(child)
+                    new_nodes.append((expansion.search, child))
+            score_nodes(config.scorer, new_nodes)
+            for index, search in active:
+                pools: list[Pool] = search.state["pools"]
+                completed: list[Node] = search.state["completed"]
+                for pool in pools:
+                    if pool.done:
+                        continue
+                    completed.extend(c for c in pool.children if c.terminal)
+                    pool.frontier, pool.done = self.survivors(pool, options, search, config)
+                    pool.expand = self.next_expand(options)
+                if all(p.done for p in pools) or self.enough(len(completed), options, config):
+                    finish(index)
+        return [t for t in traces if t is not None]
+
+
+def check_width(strategy: str, config: StrategyConfig, width: int) -> None:
+    """N beams (strategy.n) must split into whole groups of M (beam_width)."""
+    if config.n < width or config.n % width:
+        raise ConfigError(
+            f"{strategy}: strategy.n (the number of beams, {config.n}) must be a multiple "
+            f"of strategy.options.beam_width ({width})"
+        )
+    error = temperature_error(strategy, config.sampling.temperature, config.n, "steps")
+    if error:
+        raise ConfigError(error)
+
+
+class BeamOptions(StepOptions):
+    #: M: next steps sampled from each kept beam (strategy.n = N, the number of beams)
+    beam_width: int = Field(4, ge=1)
+    final_selection: Selection = "max-score"
+
+
+class BeamSearch(FrontierSearch):
+    name: ClassVar[str] = "beam-search"
+    Options: ClassVar[type[StepOptions]] = BeamOptions
+
+    def validate(self, config: StrategyConfig) -> None:
+        options = self.options(config)
+        assert isinstance(options, BeamOptions)
+        check_width(self.name, config, options.beam_width)
+
+    def initial_pools(self, root: Node, options: StepOptions, config: StrategyConfig) -> list[Pool]:
+        assert isinstance(options, BeamOptions)
+        return [Pool(0, [root], expand=config.n, keep=config.n // options.beam_width)]
+
+    def survivors(
+        self, pool: Pool, options: StepOptions, search: ProblemSearch, config: StrategyConfig
+    ) -> tuple[list[Node], bool]:
+        alive = top_by_score([c for c in pool.children if not c.terminal], pool.keep)
+        return alive, not alive
+
+    def next_expand(self, options: StepOptions) -> int:
+        assert isinstance(options, BeamOptions)
+        return options.beam_width
+
+    def enough(self, completed: int, options: StepOptions, config: StrategyConfig) -> bool:
+        return completed >= config.n
+
+
+class DVTSOptions(StepOptions):
+    #: M: the width of each subtree (strategy.n / M subtrees)
+    beam_width: int = Field(4, ge=1)
+    final_selection: Selection = "max-score"
+
+
+class DVTS(FrontierSearch):
+    name: ClassVar[str] = "dvts"
+    Options: ClassVar[type[StepOptions]] = DVTSOptions
+
+    def validate(self, config: StrategyConfig) -> None:
+        options = self.options(config)
+        assert isinstance(options, DVTSOptions)
+        check_width(self.name, config, options.beam_width)
+
+    def initial_pools(self, root: Node, options: StepOptions, config: StrategyConfig) -> list[Pool]:
+        assert isinstance(options, DVTSOptions)
+        subtrees = config.n // options.beam_width
+        return [Pool(i, [root], expand=options.beam_width, keep=1) for i in range(subtrees)]
+
+    def survivors(
+        self, pool: Pool, options: StepOptions, search: ProblemSearch, config: StrategyConfig
+    ) -> tuple[list[Node], bool]:
+        best = top_by_score(pool.children, 1)
+        if not best or best[0].terminal:  # the subtree's greedy path has reached an answer
+            return [], True
+        return best, False
+
+    def next_expand(self, options: StepOptions) -> int:
+        assert isinstance(options, DVTSOptions)
+        return options.beam_width
