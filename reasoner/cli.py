@@ -29,7 +29,7 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", help="embedded alias, local folder, .gguf file or hub id")
     p.add_argument("--backend", choices=["auto", "vllm", "transformers", "openai"])
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--strategy", help="greedy (default), self-consistency, or a search strategy (README: Strategies)")
+    p.add_argument("--strategy", help="greedy (default), self-consistency, best-of-n, mcts, ...")
     p.add_argument("--n", type=int, help="samples per problem")
     p.add_argument("--scorer", help="verifier that ranks candidates (best-of-N, search)")
     p.add_argument("--budget-tokens", type=int, help="per problem: prompt + completion tokens")
@@ -264,12 +264,37 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from reasoner.runner.report import write_report  # lazy: keeps matplotlib off start-up
+    # lazy: keeps matplotlib off start-up
+    from reasoner.loops.report import is_iterate_folder, plot_rounds, rounds_table
+    from reasoner.runner.report import write_report
+    from reasoner.training.plots import is_training_run, training_section
 
+    out = Path(args.out)
+    folders = [Path(r) for r in args.runs]
+    loops = [f for f in folders if is_iterate_folder(f)]
+    trainings = [f for f in folders if f not in loops and is_training_run(f)]
+    evals = [f for f in folders if f not in loops and f not in trainings]
     keys = None if args.by is None else [k for k in args.by.split(",") if k]
-    files = write_report([Path(r) for r in args.runs], Path(args.out), breakdown_keys=keys)
-    print(files.markdown.read_text())
-    print(f"wrote {files.markdown}, {files.csv}, {len(files.plots)} plots")
+    sections: list[str] = []
+    plots: list[Path] = []
+    if evals:
+        files = write_report(evals, out, breakdown_keys=keys)
+        sections.append(files.markdown.read_text())
+        plots += files.plots
+    if trainings:
+        text, pngs = training_section(trainings, out)
+        sections.append(text + "".join(f"![{p.stem}]({p.name})\n" for p in pngs))
+        plots += pngs
+    if loops:
+        png = plot_rounds(loops, out / "rounds.png")
+        tables = "\n".join(rounds_table(f) for f in loops)
+        sections.append(f"## Loop rounds\n\n{tables}\n![rounds]({png.name})\n")
+        plots.append(png)
+    markdown = out / "report.md"
+    out.mkdir(parents=True, exist_ok=True)
+    markdown.write_text("\n".join(sections), encoding="utf-8")
+    print(markdown.read_text())
+    print(f"wrote {markdown}, {len(plots)} plots")
     return 0
 
 
@@ -302,9 +327,18 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument(
         "--by", help="comma-separated metadata keys to break accuracy down by (default: detected)"
     )
+    from reasoner.loops import cli as iterate
     from reasoner.runner import compare, show
+    from reasoner.serving import cli as serve
+    from reasoner.training import cli as train
 
-    extensions = {"compare": compare, "show": show}
+    extensions = {
+        "compare": compare,
+        "show": show,
+        "train": train,
+        "iterate": iterate,
+        "serve": serve,
+    }
     for module in extensions.values():
         module.add_parser(sub)
     args = parser.parse_args(argv)

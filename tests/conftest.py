@@ -50,7 +50,10 @@ def vllm_generator(test_model_path: Path) -> Iterator[object]:
         # float32: vLLM on CPU is not batch-invariant, and bf16 rounding makes greedy outputs
         # flip with batch composition far more often; the resume tests compare runs whose
         # batches differ
-        ModelConfig(name=TEST_MODEL, max_model_len=2048, kv_cache_gb=1, dtype="float32"),
+        # LoRA on: the training and loop tests serve their adapters from this engine
+        ModelConfig(
+            name=TEST_MODEL, max_model_len=2048, kv_cache_gb=1, dtype="float32", enable_lora=True
+        ),
     )
     yield generator
     generator.close()

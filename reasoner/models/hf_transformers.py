@@ -3,14 +3,24 @@ training stages load. Requests with equal sampling settings go through one padde
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from itertools import groupby
+from pathlib import Path
 from typing import Any
 
-from reasoner.models.base import Generator
+from reasoner.errors import ModelError
+from reasoner.models.base import Generator, chat_prompt_text
 from reasoner.models.config import ModelConfig
-from reasoner.types import Completion, FinishReason, GenerationRequest, SamplingParams, TokenLogprob
+from reasoner.types import (
+    ChatMessage,
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    SamplingParams,
+    TokenLogprob,
+)
 
 
 class TransformersGenerator(Generator):
@@ -18,39 +28,83 @@ class TransformersGenerator(Generator):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        self._setup(model, tokenizer, config, f"transformers:{model_path}")
+
+    @classmethod
+    def from_model(
+        cls, model: Any, tokenizer: Any, config: ModelConfig, description: str = ""
+    ) -> TransformersGenerator:
+        """Generate with a model already in memory (a policy being trained samples with its
+        current weights). Requests then take no adapter of their own: `adapter=None` means
+        the model as given, adapter included if it has one."""
+        self = cls.__new__(cls)
+        self._setup(model, tokenizer, config, description or "transformers:in-memory")
+        self._fixed = True
+        return self
+
+    def _setup(self, model: Any, tokenizer: Any, config: ModelConfig, description: str) -> None:
+        import torch
+
         self.config = config
-        self.description = f"transformers:{model_path}"
+        self.description = description
         self.torch = torch
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer: Any = tokenizer
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
-        self.model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        self.model: Any = model
         self.model.eval()
-        self._adapter: str | None = None
+        self._fixed = False
+        # adapter folder (path, weights mtime) -> PEFT adapter name: each is loaded once and
+        # switched to per batch; a folder rewritten in place (a loop's next round) reloads
+        self._adapter_names: dict[tuple[str, int], str] = {}
 
     def _prompt_text(self, request: GenerationRequest) -> str:
         if request.messages is None:
             assert request.prompt is not None
             return request.prompt
-        text = self.tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in request.messages],
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        return str(text)
+        return self.render_chat(request.messages)
 
-    def _use_adapter(self, adapter: str | None) -> None:
-        if adapter == self._adapter:
-            return
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        # prompts are tokenized here without special tokens: the template's text is complete
+        return chat_prompt_text(self.tokenizer, messages, adds_special=False)
+
+    def _use_adapter(self, adapter: str | None) -> contextlib.AbstractContextManager[Any]:
+        """Activate `adapter` (None: the base model) for the next generate call."""
         from peft import PeftModel
 
-        if isinstance(self.model, PeftModel):
-            self.model = self.model.unload()
-        if adapter is not None:
-            self.model = PeftModel.from_pretrained(self.model, adapter)
-        self._adapter = adapter
+        if self._fixed:
+            if adapter is not None:
+                raise ModelError(
+                    "this generator samples from a model being trained; it takes no per-request "
+                    f"adapter (got {adapter})"
+                )
+            return contextlib.nullcontext()
+        if adapter is None:
+            if isinstance(self.model, PeftModel):
+                return self.model.disable_adapter()
+            return contextlib.nullcontext()
+        folder = Path(adapter)
+        weights = folder / "adapter_model.safetensors"
+        if not (folder / "adapter_config.json").is_file():
+            raise ModelError(
+                f"adapter {adapter}: not a PEFT adapter folder (no adapter_config.json)"
+            )
+        key = (str(folder.resolve()), weights.stat().st_mtime_ns if weights.is_file() else 0)
+        name = self._adapter_names.get(key)
+        if name is None:
+            name = f"adapter{len(self._adapter_names) + 1}"
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(adapter, adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, adapter, adapter_name=name)
+            self.model.eval()
+            self._adapter_names[key] = name
+        self.model.set_adapter(name)
+        return contextlib.nullcontext()
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         results: list[list[Completion]] = [[] for _ in requests]
@@ -64,15 +118,16 @@ class TransformersGenerator(Generator):
 
         for _, group in groupby(sorted(range(len(requests)), key=key), key=key):
             indices = list(group)
-            self._use_adapter(requests[indices[0]].adapter)
-            size = self.config.batch_size
-            for start in range(0, len(indices), size):
-                batch = indices[start : start + size]
-                prompts = [self._prompt_text(requests[i]) for i in batch]
-                for i, completions in zip(
-                    batch, self._generate_batch(prompts, requests[batch[0]].sampling), strict=True
-                ):
-                    results[i] = completions
+            with self._use_adapter(requests[indices[0]].adapter):
+                size = self.config.batch_size
+                for start in range(0, len(indices), size):
+                    batch = indices[start : start + size]
+                    prompts = [self._prompt_text(requests[i]) for i in batch]
+                    sampling = requests[batch[0]].sampling
+                    for i, completions in zip(
+                        batch, self._generate_batch(prompts, sampling), strict=True
+                    ):
+                        results[i] = completions
         return results
 
     def _generate_batch(self, prompts: list[str], s: SamplingParams) -> list[list[Completion]]:

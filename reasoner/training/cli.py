@@ -1,0 +1,88 @@
+"""`reasoner train sft|dpo|zo --config X --set key=value`: one stage, into a resumable run folder.
+
+Wired into `reasoner` by `add_parser(sub)` and `run(args)`; `python -m reasoner.training.cli
+train ...` runs it on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from reasoner.errors import ReasonerError
+from reasoner.resources import asset_dir
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a LoRA adapter: sft, dpo or zo (zeroth-order); resumable",
+        description="A YAML config (--config) and dotted overrides (--set) feed one typed "
+        "config; re-running with the same --out resumes from the last checkpoint.",
+    )
+    p.add_argument("stage", choices=["sft", "dpo", "zo"])
+    p.add_argument("--config", help="a YAML file, or the name of one in configs/")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. train.max_steps=20 or data.runs=[runs/a] (repeatable)",
+    )
+    p.add_argument("--model", help="base model: embedded alias, local folder or hub id")
+    p.add_argument("--out", help="training run folder; an existing one is resumed")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def config_path(value: str) -> str:
+    """A path as given, else `configs/<value>[.yaml]` from the shipped configs."""
+    if Path(value).is_file():
+        return value
+    for name in (value, f"{value}.yaml"):
+        shipped = asset_dir("configs") / name
+        if shipped.is_file():
+            return str(shipped)
+    return value  # load_yaml names the missing file
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    pairs: list[tuple[str, Any]] = [("model.name", args.model), ("out", args.out)]
+    if args.no_progress:
+        pairs.append(("progress", False))
+    return [f"{k}={json.dumps(v)}" for k, v in pairs if v is not None] + list(args.set)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reasoner.training import load_stage_config, train_stage
+
+    path = config_path(args.config) if args.config else None
+    config = load_stage_config(args.stage, path, overrides(args))
+    result = train_stage(config)
+    summary_file = result.parent / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    keys = [
+        k for k in summary if k.endswith(("_first", "_last")) and not isinstance(summary[k], dict)
+    ]
+    print(f"{args.stage}: {result}")
+    if keys:
+        print("  " + "  ".join(f"{k} {summary[k]:.4g}" for k in keys if summary[k] is not None))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reasoner")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ReasonerError as exc:
+        print(f"reasoner: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

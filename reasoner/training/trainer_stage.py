@@ -1,0 +1,192 @@
+"""What the SFT and DPO stages share: a TRL trainer run inside a training run folder.
+
+The trainer's own checkpoints (`save_steps`) are what a killed run resumes from; a callback
+appends each logged step to metrics.jsonl and stops a diverging run. What differs between the
+stages is only which TRL trainer is built, which `build_trainer` does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from reasoner.training.config import DPOConfig, SFTConfig
+from reasoner.training.data import Record, check_records, records_from_settings
+from reasoner.training.divergence import DivergenceGuard, TrainingDiverged
+from reasoner.training.policy import (
+    Policy,
+    adapter_sha256,
+    load_policy,
+    training_manifest,
+    use_cuda,
+)
+from reasoner.training.run_folder import (
+    MetricsLog,
+    TrainingRun,
+    complete_checkpoints,
+    default_out,
+    remove_incomplete,
+)
+
+CHECKPOINT_PREFIX = "checkpoint-"
+CHECKPOINT_DONE = "trainer_state.json"  # the Trainer writes it last
+# logged once at the end of train(): a summary, not a step
+SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second")
+
+BuildTrainer = Callable[[Policy, dict[str, Any], Any, Any], Any]
+
+
+def recording_callback(log: MetricsLog, guard: DivergenceGuard) -> Any:
+    """A TrainerCallback (built here so transformers is imported only when training)."""
+    from transformers import TrainerCallback
+
+    class RecordMetrics(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
+            if not logs or any(k in logs for k in SUMMARY_KEYS):
+                return
+            kind = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+            log.append({"step": int(state.global_step), "kind": kind, **logs})
+            if kind == "train" and "loss" in logs:
+                guard.check(int(state.global_step), float(logs["loss"]))
+
+    return RecordMetrics()
+
+
+def trainer_arguments(
+    config: SFTConfig | DPOConfig, checkpoints: Path, evaluate: bool
+) -> dict[str, Any]:
+    """TrainingArguments shared by TRL's SFTConfig and DPOConfig."""
+    t = config.train
+    cuda = use_cuda()
+    return dict(
+        output_dir=str(checkpoints),
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a share of max_steps
+        weight_decay=t.weight_decay,
+        max_length=t.max_length,
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.keep_checkpoints,
+        save_only_model=False,  # resuming needs the optimizer and scheduler state
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=t.eval_steps or t.max_steps,
+        eval_on_start=evaluate,
+        per_device_eval_batch_size=t.eval_batch_size,
+        report_to="none",
+        disable_tqdm=not config.progress,
+        use_cpu=not cuda,
+        bf16=cuda and config.model.dtype == "bfloat16",
+        fp16=cuda and config.model.dtype == "float16",
+        dataloader_num_workers=0,
+        dataloader_pin_memory=cuda,
+    )
+
+
+def run_trainer_stage(
+    config: SFTConfig | DPOConfig,
+    build_trainer: BuildTrainer,
+    hint: str,
+    records: Sequence[Record] | None,
+    eval_records: Sequence[Record] | None,
+    out: str | Path | None,
+) -> Path:
+    """Train (or resume, or return the finished result of) one SFT/DPO run; the adapter path."""
+    import datasets
+
+    run = TrainingRun(out or config.out or default_out(config.stage))
+    dumped = config.model_dump(mode="json")
+    run.prepare(dumped)
+    if run.finished:
+        return run.result()
+    source = None if records is not None else config.data.model_dump(mode="json")
+    records = (
+        list(records) if records is not None else records_from_settings(config.stage, config.data)
+    )
+    check_records(records, config.stage, "records")
+    if eval_records is None and config.eval_data is not None:
+        eval_records = records_from_settings(config.stage, config.eval_data)
+    if eval_records is not None:
+        check_records(eval_records, config.stage, "eval records")
+    policy = load_policy(config.model)
+    run.write_manifest(
+        training_manifest(
+            config.stage, policy, config.model, records, eval_records, source, config.train.seed
+        )
+    )
+    remove_incomplete(run.checkpoints, CHECKPOINT_DONE, CHECKPOINT_PREFIX)
+    done = complete_checkpoints(run.checkpoints, CHECKPOINT_DONE, CHECKPOINT_PREFIX)
+    resume_step, resume_from = done[-1] if done else (0, None)
+    run.metrics.resume_at(resume_step)
+    guard = DivergenceGuard(config.divergence, config.stage, hint)
+    guard.seed([r["loss"] for r in run.metrics.rows() if r.get("kind") == "train" and "loss" in r])
+
+    train_ds = datasets.Dataset.from_list([_columns(r, config.stage) for r in records])
+    eval_ds = (
+        None
+        if eval_records is None
+        else datasets.Dataset.from_list([_columns(r, config.stage) for r in eval_records])
+    )
+    arguments = trainer_arguments(config, run.checkpoints, eval_ds is not None)
+    trainer = build_trainer(policy, arguments, train_ds, eval_ds)
+    trainer.add_callback(recording_callback(run.metrics, guard))
+    started = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except TrainingDiverged as exc:
+        kept = complete_checkpoints(run.checkpoints, CHECKPOINT_DONE, CHECKPOINT_PREFIX)
+        where = f" The last checkpoint is {kept[-1][1]}." if kept else ""
+        raise TrainingDiverged(f"{exc}{where}") from None
+    staged = run.path / (run.adapter_dir.name + ".tmp")
+    if staged.exists():
+        shutil.rmtree(staged)
+    model = trainer.model
+    if getattr(model, "peft_config", None) and "default" in model.peft_config:
+        # DPO from a given adapter keeps a frozen copy named "ref": not part of the result
+        model.save_pretrained(str(staged), selected_adapters=["default"])
+    else:
+        model.save_pretrained(str(staged))
+    run.finish_result(staged, run.adapter_dir, dumped)
+    run.write_summary(summarize(run, config.stage, resume_step, time.perf_counter() - started))
+    return run.adapter_dir
+
+
+def _columns(record: Record, stage: str) -> Record:
+    """Only the columns TRL reads: extra ones (id, answer) would be passed to the collator."""
+    wanted: tuple[str, ...] = (
+        ("prompt", "chosen", "rejected") if stage == "dpo" else ("prompt", "completion")
+    )
+    if stage == "sft" and "prompt" not in record:
+        wanted = ("messages",) if "messages" in record else ("text",)
+    return {k: record[k] for k in wanted}
+
+
+def summarize(run: TrainingRun, stage: str, resumed_from: int, wall_s: float) -> dict[str, Any]:
+    rows = run.metrics.rows()
+    train = [r for r in rows if r.get("kind") == "train" and "loss" in r]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    summary: dict[str, Any] = {
+        "stage": stage,
+        "result": run.adapter_dir.name,
+        "adapter_sha256": adapter_sha256(run.adapter_dir),
+        "steps": train[-1]["step"] if train else 0,
+        "resumed_from_step": resumed_from,
+        "wall_s_last_session": round(wall_s, 1),
+        "loss_first": train[0]["loss"] if train else None,
+        "loss_last": train[-1]["loss"] if train else None,
+    }
+    if evals:
+        summary["eval_first"] = {k: v for k, v in evals[0].items() if k.startswith("eval_")}
+        summary["eval_last"] = {k: v for k, v in evals[-1].items() if k.startswith("eval_")}
+    plain: dict[str, Any] = json.loads(json.dumps(summary, default=float))
+    return plain

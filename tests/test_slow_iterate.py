@@ -1,0 +1,156 @@
+"""`reasoner iterate` end to end on the real engine: expert iteration and iterative DPO on
+SmolLM2 with tiny sizes, and a loop killed with SIGKILL mid-training that resumes to the
+results of an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from reasoner.config import build_config
+from reasoner.loops.config import IterateConfig
+from reasoner.loops.iterate import run_iterate
+from reasoner.models.base import Generator
+from tests.conftest import TEST_MODEL
+
+pytestmark = pytest.mark.slow
+
+FIXTURES = Path(__file__).parent / "fixtures" / "loops"
+
+
+def loop_settings(stage: str, out: Path) -> dict[str, Any]:
+    """Easy sums, so a 135M model has correct and incorrect samples to learn from."""
+
+    def problems(name: str) -> dict[str, Any]:
+        return {
+            "benchmark": "gsm8k",
+            "dataset": {"path": str(FIXTURES / f"arithmetic-{name}.jsonl"), "id_field": "id"},
+        }
+
+    return {
+        "stage": stage,
+        "rounds": 2,
+        # the shared test engine's settings, so a subprocess loads the same engine
+        "model": {
+            "name": TEST_MODEL,
+            "dtype": "float32",
+            "max_model_len": 2048,
+            "kv_cache_gb": 1,
+            "enable_lora": True,
+        },
+        "train_problems": problems("train"),
+        "heldout": problems("heldout"),
+        "sample": {
+            "strategy": {"name": "self-consistency", "n": 4},
+            "sampling": {"temperature": 1.0, "max_tokens": 48},
+            "hard_n": 2,
+        },
+        "eval": {"sampling": {"max_tokens": 48}},
+        "max_per_problem": 2,
+        "train": {
+            "lora": {"r": 4, "alpha": 8},
+            "train": {"max_steps": 4, "batch_size": 2, "save_steps": 1},
+        },
+        "out": str(out),
+        "progress": False,
+    }
+
+
+def _check_rounds(out: Path, summaries: list[dict[str, Any]]) -> None:
+    assert [s["round"] for s in summaries] == [0, 1, 2]
+    assert summaries[0]["adapter"] is None
+    for summary in summaries[1:]:
+        adapter = Path(summary["adapter"])
+        assert (adapter / "adapter_config.json").is_file()
+        assert (adapter / "adapter_model.safetensors").is_file()
+        assert summary["dataset_records"] > 0
+        assert summary["train_samples"]["compute_tokens"] > 0
+        # the held-out eval of the round was served through that round's adapter
+        manifest = json.loads(
+            (out / "rounds" / str(summary["round"]) / "eval" / "manifest.json").read_text()
+        )
+        assert manifest["adapter"]["path"] == summary["adapter"]
+    assert summaries[1]["adapter"] != summaries[2]["adapter"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_sft(
+    tmp_path_factory: pytest.TempPathFactory, vllm_generator: Generator
+) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("sft") / "loop"
+    config = build_config(IterateConfig, loop_settings("sft", out))
+    return {"out": out, "summaries": run_iterate(config, generator=vllm_generator)}
+
+
+def test_expert_iteration_runs_two_rounds(uninterrupted_sft: dict[str, Any]) -> None:
+    out = uninterrupted_sft["out"]
+    _check_rounds(out, uninterrupted_sft["summaries"])
+    # accumulate: round 2 trains on round 1's verified data as well as its own
+    first = (out / "rounds" / "1" / "data.jsonl").read_text().splitlines()
+    second = (out / "rounds" / "2" / "data.jsonl").read_text().splitlines()
+    assert set(first) <= set(second)
+    records = [json.loads(line) for line in second]
+    assert all({"prompt", "completion"} <= set(r) for r in records)
+
+
+def test_iterative_dpo_runs_two_rounds(tmp_path: Path, vllm_generator: Generator) -> None:
+    out = tmp_path / "loop"
+    settings = loop_settings("dpo", out)
+    settings["data"] = "replace"
+    settings["train"]["nll_alpha"] = 1.0
+    summaries = run_iterate(build_config(IterateConfig, settings), generator=vllm_generator)
+    _check_rounds(out, summaries)
+    pairs = [json.loads(x) for x in (out / "rounds" / "2" / "data.jsonl").read_text().splitlines()]
+    assert all(p["chosen"] != p["rejected"] for p in pairs)
+
+
+def test_sigkill_mid_training_resumes_to_the_uninterrupted_results(
+    tmp_path: Path, data_dir: Path, uninterrupted_sft: dict[str, Any], vllm_generator: Generator
+) -> None:
+    out = tmp_path / "loop"
+    config_file = tmp_path / "loop.yaml"
+    config_file.write_text(yaml.safe_dump(loop_settings("sft", out)))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reasoner.cli", "iterate", "--config", str(config_file)],
+        env={**os.environ, "REASONER_DATA_DIR": str(data_dir)},
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    checkpoint = out / "rounds" / "1" / "train"
+    deadline = time.monotonic() + 900
+    while not any(checkpoint.glob("checkpoint-*")):
+        assert process.poll() is None, process.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "round 1 did not start training within 15 minutes"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # the loop, the trainer and vLLM's engine process
+    process.wait()
+    assert not (out / "rounds" / "1" / "round.json").exists(), "the kill should land mid-round"
+    data_before = (out / "rounds" / "1" / "data.jsonl").read_bytes()
+    samples_before = (out / "rounds" / "1" / "samples" / "results.jsonl").read_bytes()
+
+    summaries = run_iterate(
+        build_config(IterateConfig, loop_settings("sft", out)), generator=vllm_generator
+    )
+    _check_rounds(out, summaries)
+    # nothing finished before the kill was redone
+    assert (out / "rounds" / "1" / "data.jsonl").read_bytes() == data_before
+    assert (out / "rounds" / "1" / "samples" / "results.jsonl").read_bytes() == samples_before
+    # and the rounds match the uninterrupted loop's
+    reference = uninterrupted_sft["out"]
+    for index in (1, 2):
+        ours = (out / "rounds" / str(index) / "data.jsonl").read_text()
+        theirs = (reference / "rounds" / str(index) / "data.jsonl").read_text()
+        assert ours == theirs
+    for ours, theirs in zip(summaries, uninterrupted_sft["summaries"], strict=True):
+        assert ours["heldout"]["correct"] == theirs["heldout"]["correct"]
+        assert ours["dataset_records"] == theirs["dataset_records"]
