@@ -58,16 +58,21 @@ def _eval(
     return summary, RunFolder(out).load_results()
 
 
-def _check_usage(rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    """Every usage field is filled, and the summary's totals are the rows' sums."""
+def _check_usage(rows: list[dict[str, Any]], summary: dict[str, Any], judged: bool = False) -> None:
+    """Every usage field is filled, and the summary's totals are the rows' sums. With a judge
+    scorer, the judge's own tokens are counted on top of the policy's."""
     for row in rows:
         usage = row["usage"]
         completions = [c for step in row["steps"] for c in step["completions"]]
         assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
-        assert usage["completion_tokens"] == sum(c["completion_tokens"] for c in completions)
-        assert usage["prompt_tokens"] == sum(
-            s["completions"][0]["prompt_tokens"] for s in row["steps"]
-        )
+        policy_completion = sum(c["completion_tokens"] for c in completions)
+        policy_prompt = sum(s["completions"][0]["prompt_tokens"] for s in row["steps"])
+        if judged:
+            assert usage["completion_tokens"] > policy_completion
+            assert usage["prompt_tokens"] > policy_prompt
+        else:
+            assert usage["completion_tokens"] == policy_completion
+            assert usage["prompt_tokens"] == policy_prompt
         assert 0 <= usage["cached_prompt_tokens"] <= usage["prompt_tokens"]
         assert usage["engine_calls"] == len(row["steps"])
         assert usage["verifier_calls"] > 0 and usage["wall_time_s"] > 0
@@ -109,7 +114,7 @@ def test_best_of_n_is_one_generation_call_and_one_blind_judge_call(
         assert row["verdict"]["status"] == step["verdicts"][picked[0]]["status"]
         assert row["usage"]["verifier_calls"] == 2 * n
     assert summary["samples_per_problem"] == n and "pass@k" in summary
-    _check_usage(rows, summary)
+    _check_usage(rows, summary, judged=True)
 
 
 def _rounds(rows: list[dict[str, Any]]) -> list[int]:
@@ -144,7 +149,7 @@ def test_self_refine_with_a_judge_is_one_call_per_round_for_the_problems_refinin
                 "role": "assistant",
                 "content": previous["completions"][0]["text"],
             }
-    _check_usage(rows, summary)
+    _check_usage(rows, summary, judged=True)
 
 
 def test_self_refine_with_oracle_feedback_refines_every_wrong_answer_once(
