@@ -4,7 +4,9 @@ send chat requests for a bounded time; requests/s, p50/p95 latency and errors pe
 Writes bench/results/serve.json (or --out).
 
     python bench/serve.py [--model qwen2.5-coder-0.5b-instruct] [--clients 16] [--duration 60]
-                          [--max-tokens 32] [--rounds 1]
+                          [--max-tokens 32] [--warmup 10] [--rounds 2]
+
+Run it on a quiet machine: other processes on the same cores swamp the difference it measures.
 """
 
 from __future__ import annotations
@@ -179,9 +181,20 @@ async def load(port: int, bodies: list[dict[str, Any]], args: argparse.Namespace
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
     async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
-        # warm-up: one request per client, not counted
+        # warm-up: the same load for --warmup seconds, not counted
+        warm: dict[str, Any] = {
+            "latencies": [],
+            "completion_tokens": 0,
+            "errors": 0,
+            "error_samples": [],
+            "past_deadline": 0,
+        }
+        warm_until = time.perf_counter() + args.warmup
         await asyncio.gather(
-            *(client.post(url, json=bodies[i % len(bodies)]) for i in range(args.clients))
+            *(
+                client_loop(client, url, bodies, i, args.clients, warm_until, warm)
+                for i in range(args.clients)
+            )
         )
         record: dict[str, Any] = {
             "latencies": [],
@@ -219,7 +232,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load per server")
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per server")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds of load not counted")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="rounds per server, in ABBA order (medians kept)"
+    )
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--kv-cache-gb", type=int, default=2)
@@ -242,7 +258,8 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     rounds: dict[str, list[dict[str, Any]]] = {"reasoner": [], "raw_vllm": []}
     for index in range(args.rounds):
-        for name in ("reasoner", "raw_vllm"):
+        order = ("reasoner", "raw_vllm") if index % 2 == 0 else ("raw_vllm", "reasoner")
+        for name in order:
             port = free_port()
             command = (
                 reasoner_command(args, port)
