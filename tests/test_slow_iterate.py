@@ -126,9 +126,9 @@ def test_sigkill_mid_training_resumes_to_the_uninterrupted_results(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    checkpoint = out / "rounds" / "1" / "train"
+    checkpoints = out / "rounds" / "1" / "train" / "checkpoints"
     deadline = time.monotonic() + 900
-    while not any(checkpoint.glob("checkpoint-*")):
+    while not any(checkpoints.glob("checkpoint-*")):
         assert process.poll() is None, process.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
         assert time.monotonic() < deadline, "round 1 did not start training within 15 minutes"
         time.sleep(0.2)
