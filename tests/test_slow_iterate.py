@@ -119,17 +119,20 @@ def test_sigkill_mid_training_resumes_to_the_uninterrupted_results(
     out = tmp_path / "loop"
     config_file = tmp_path / "loop.yaml"
     config_file.write_text(yaml.safe_dump(loop_settings("sft", out)))
+    log = tmp_path / "loop.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "reasoner.cli", "iterate", "--config", str(config_file)],
         env={**os.environ, "REASONER_DATA_DIR": str(data_dir)},
         start_new_session=True,
-        stdout=subprocess.PIPE,
+        # a file, not a pipe: nobody reads the loop's output while it runs, and a full pipe
+        # would block it
+        stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
     checkpoints = out / "rounds" / "1" / "train" / "checkpoints"
     deadline = time.monotonic() + 900
     while not any(checkpoints.glob("checkpoint-*")):
-        assert process.poll() is None, process.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
         assert time.monotonic() < deadline, "round 1 did not start training within 15 minutes"
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)  # the loop, the trainer and vLLM's engine process
