@@ -53,6 +53,12 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--answer-format", choices=list(get_args(AnswerFormat)))
     p.add_argument("--skip-bad", action="store_true", help="skip and count malformed rows")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="scale out on Ray: auto (the cluster `ray start` made), local (a private one), "
+        "or HOST:PORT; engine replicas with --set ray.replicas=N (default 2)",
+    )
 
 
 def _eval_overrides(args: argparse.Namespace) -> list[str]:
@@ -77,6 +83,7 @@ def _eval_overrides(args: argparse.Namespace) -> list[str]:
         ("data_dir", args.data_dir),
         ("dataset.path", args.dataset),
         ("dataset.answer_format", args.answer_format),
+        ("ray.address", args.ray),
     ]
     if args.skip_bad:
         pairs.append(("skip_bad", True))

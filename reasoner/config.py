@@ -6,7 +6,7 @@ Unknown keys are errors that list the valid ones: a typo must not silently run t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from reasoner.errors import ConfigError
 from reasoner.models.config import ModelConfig
 from reasoner.runner.datasets import AnswerFormat
+from reasoner.scale.settings import RaySettings
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
@@ -74,6 +75,7 @@ class EvalConfig(BaseModel):
     skip_bad: bool = False
     out: str | None = None
     progress: bool = True
+    ray: RaySettings | None = None  # scale out on a Ray cluster (reasoner eval --ray ADDRESS)
 
     @field_validator("shard")
     @classmethod
@@ -108,6 +110,9 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
         for part in error["loc"][:-1]:
             field = section.model_fields.get(str(part))
             section = field.annotation if field is not None else None
+            # an optional section (`ray: RaySettings | None`) lists the section's keys
+            members = [a for a in get_args(section) if isinstance(a, type)]
+            section = next((a for a in members if issubclass(a, BaseModel)), section)
             if section is None or not isinstance(section, type):
                 break
         valid = (

@@ -151,7 +151,12 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
         started = time.perf_counter()
         owns_generator = generator is None
         if generator is None:
-            generator, resolved_model = load_generator(config.model)
+            if config.ray is not None:
+                from reasoner.scale.replicas import load_ray_generator
+
+                generator, resolved_model = load_ray_generator(config.model, config.ray)
+            else:
+                generator, resolved_model = load_generator(config.model)
         elif resolve_backend(config.model) != "openai":
             resolved_model = resolve_model(config.model.name)  # for the manifest's hashes
         else:
@@ -182,12 +187,19 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
 
         generation_started = time.perf_counter()
         scorer = build_scorer(config.strategy.scorer, generator)
+        verifier = plan.verifier
+        if config.ray is not None:  # checks run as Ray tasks across the cluster
+            from reasoner.scale.verifiers import ray_verifier
+
+            verifier = ray_verifier(
+                plan.verifier, config.verifier or "", config.ray, config.verifier_timeout_s
+            )
         try:
             session["engine_calls"] += 1
             plan.strategy.run(
                 pending,
                 generator,
-                plan.verifier,
+                verifier,
                 dataclasses.replace(plan.strategy_config, scorer=scorer),
                 on_trace=record,
             )
@@ -195,7 +207,7 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
             progress.close()
             session["generate_wall_s"] = time.perf_counter() - generation_started
             folder.append_session({"event": "end", **session})
-            plan.verifier.close()
+            verifier.close()
             if scorer is not None:
                 scorer.close()
             if owns_generator:

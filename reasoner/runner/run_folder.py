@@ -17,7 +17,7 @@ import yaml
 from reasoner.errors import ConfigError
 
 # Keys a resumed run may change without invalidating finished results.
-RESUMABLE_KEYS = {"limit", "out", "progress"}
+RESUMABLE_KEYS = {"limit", "out", "progress", "ray"}
 
 
 class RunFolder:
