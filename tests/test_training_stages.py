@@ -5,17 +5,15 @@ after a run is cut short. The real model runs in tests/test_slow_training.py."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from _tiny_model import make_tiny_model
 
 from reasoner.training import DPOConfig, SFTConfig, ZOConfig, train_stage
 from reasoner.training.run_folder import read_metrics
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
 @pytest.fixture(autouse=True)
@@ -30,27 +28,7 @@ def one_thread() -> Any:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, test_model_path: Path) -> str:
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    config = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(test_model_path / name, folder / name)
-    return str(folder)
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"), test_model_path)
 
 
 def _sft_records(n: int) -> list[dict[str, Any]]:
