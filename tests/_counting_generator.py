@@ -16,11 +16,15 @@ class CountingGenerator(Generator):
         #: the batch size of each engine call, in call order
         self.calls: list[int] = []
         self.requests: list[GenerationRequest] = []
+        #: completion tokens the engine returned through `generate`
+        self.completion_tokens = 0
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         self.calls.append(len(requests))
         self.requests.extend(requests)
-        return self.inner.generate(requests)
+        results = self.inner.generate(requests)
+        self.completion_tokens += sum(c.completion_tokens for cs in results for c in cs)
+        return results
 
     def generate_stream(
         self, requests: Sequence[GenerationRequest]

@@ -66,7 +66,7 @@ def test_greedy_run_writes_the_run_folder(
     assert manifest["dataset"]["sha256"] == (
         "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14"
     )
-    assert manifest["prompt"]["sha256"] and manifest["seed"] == 0
+    assert manifest["prompts"][0]["sha256"] and manifest["seed"] == 0
     assert "torch" in manifest["packages"] and manifest["hardware"]["cpu_count"]
     assert json.loads(folder.summary_path.read_text())["accuracy"] == summary["accuracy"]
 

@@ -88,6 +88,9 @@ def test_one_engine_call_with_the_program_prompt(
     # the strategy's own prompt, not the run's chain-of-thought one
     assert request.messages is not None and "```python" in request.messages[0].content
     assert finished == ["eggs", "robe"]
+    # and the manifest hashes that prompt, not the benchmark's
+    (used,) = ProgramAided().prompts(_config())
+    assert used.name == "math_program" and request.messages == used.render(PROBLEMS[0])
 
 
 def test_printed_answers_are_checked_and_voted(

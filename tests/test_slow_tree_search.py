@@ -64,6 +64,7 @@ class Harness:
         self.engine.calls.clear()
         self.engine.requests.clear()
         self.judge_engine.calls.clear()
+        self.judge_engine.completion_tokens = 0
         config = StrategyConfig(
             load_prompt("math_cot"),
             SamplingParams(temperature=0.8, max_tokens=STEP_TOKENS),
@@ -99,14 +100,18 @@ def rounds_of(trace: Trace, root_requests: int = 1) -> Counter[int]:
     return Counter({r: len(p) + (root_requests - 1 if 0 in p else 0) for r, p in parents.items()})
 
 
-def check_accounting(traces: list[Trace]) -> None:
-    """Every node's tokens add up to the usage, every candidate was verified, and the tree is
-    a tree."""
+def check_accounting(harness: Harness, traces: list[Trace]) -> None:
+    """Every node's tokens and every judge reply add up to the usage, every candidate was
+    verified, and the tree is a tree."""
+    node_tokens = sum(n["tokens"] for t in traces for n in t.tree)
+    assert sum(t.usage.completion_tokens for t in traces) == (
+        node_tokens + harness.judge_engine.completion_tokens
+    )
     for trace in traces:
         tree = trace.tree
         ids = {node["id"] for node in tree}
         assert tree[0]["parent"] is None and all(n["parent"] in ids for n in tree[1:])
-        assert trace.usage.completion_tokens == sum(n["tokens"] for n in tree)
+        assert trace.usage.completion_tokens >= sum(n["tokens"] for n in tree)
         assert trace.usage.engine_calls == len(rounds_of(trace))
         assert 0 <= trace.usage.cached_prompt_tokens <= trace.usage.prompt_tokens
         assert trace.usage.wall_time_s > 0
@@ -137,7 +142,7 @@ def test_beam_search_batches_every_round_and_stores_the_tree(
     assert (
         sorted(finished) == sorted(p.id for p in problems) == sorted(t.problem.id for t in traces)
     )
-    check_accounting(traces)
+    check_accounting(harness, traces)
     check_one_call_per_round(harness, traces)
     assert len(harness.engine.calls) <= 3  # one call per depth at most
     # the judge: one call per round, one request per node generated in that round
@@ -169,7 +174,7 @@ def test_prefix_cache_serves_the_shared_prompt(
     harness: Harness, problems: list[Problem], verifier: Any
 ) -> None:
     traces, _ = harness.run(DVTS(), problems, verifier, n=4, beam_width=2, max_depth=2)
-    check_accounting(traces)
+    check_accounting(harness, traces)
     check_one_call_per_round(harness, traces, root_requests=2)  # 2 subtrees start at the root
     for trace in traces:
         assert len([n for n in trace.tree if n["parent"] == 0]) == 4  # 2 subtrees x M=2
@@ -183,7 +188,7 @@ def test_tree_of_thought_keeps_b_per_depth(
     traces, _ = harness.run(
         TreeOfThought(), problems[:2], verifier, breadth=2, expand_k=2, max_depth=3
     )
-    check_accounting(traces)
+    check_accounting(harness, traces)
     check_one_call_per_round(harness, traces)
     for trace in traces:
         for depth in (1, 2):
@@ -197,7 +202,7 @@ def test_mcts_one_call_per_iteration(
     traces, _ = harness.run(
         MCTS(), problems, verifier, simulations=3, expand_k=2, max_depth=3, complete_chosen=True
     )
-    check_accounting(traces)
+    check_accounting(harness, traces)
     check_one_call_per_round(harness, traces)
     for trace in traces:
         tree = trace.tree
@@ -229,7 +234,7 @@ def test_mcts_rollouts_with_the_oracle_reward(
         rollout_reward="verifier",
         final_selection="majority",
     )
-    check_accounting(traces)
+    check_accounting(harness, traces)
     check_one_call_per_round(harness, traces)
     assert harness.judge_engine.calls == []  # the oracle needs no scorer
     for trace in traces:

@@ -281,7 +281,11 @@ def _manifest(plan: EvalPlan, generator: Generator, resolved: Any) -> dict[str, 
             "rows": len(plan.dataset.problems),
             "bad_rows": len(plan.dataset.bad_rows),
         },
-        "prompt": {"name": plan.prompt.name, "sha256": plan.prompt.sha256},
+        # the templates the model saw: the strategy's own where it has them
+        "prompts": [
+            {"name": p.name, "sha256": p.sha256}
+            for p in plan.strategy.prompts(plan.strategy_config)
+        ],
         "verifier": config.verifier,
         "strategy": config.strategy.name,
         "seed": config.seed,

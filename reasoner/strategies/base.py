@@ -117,6 +117,11 @@ class Strategy(ABC):
         """Whether this configuration needs `StrategyConfig.scorer` (options may decide)."""
         return self.needs_scorer
 
+    def prompts(self, config: StrategyConfig) -> list[PromptTemplate]:
+        """The templates this configuration renders, so the run manifest hashes the prompts
+        the model actually saw (a strategy with its own prompt does not use the benchmark's)."""
+        return [config.prompt]
+
     @abstractmethod
     def run(
         self,

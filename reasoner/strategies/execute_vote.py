@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasoner.models.base import Generator
+from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.strategies.base import (
     Strategy,
     StrategyConfig,
@@ -162,6 +163,10 @@ class ExecuteAndVote(Strategy):
 
     def options(self, config: StrategyConfig) -> Any:
         return parse_options(self.options_model, config.options, self.name)
+
+    def prompts(self, config: StrategyConfig) -> list[PromptTemplate]:
+        options = self.options(config)
+        return [load_prompt(options.prompt), load_prompt(options.refine_prompt)]
 
     def validate(self, config: StrategyConfig) -> None:
         from reasoner.errors import ConfigError

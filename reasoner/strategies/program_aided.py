@@ -137,6 +137,9 @@ class ProgramAided(Strategy):
         self.prompt(options)
         return options
 
+    def prompts(self, config: StrategyConfig) -> list[PromptTemplate]:
+        return [self.prompt(parse_options(Options, config.options, self.name))]
+
     @staticmethod
     def prompt(options: Options) -> PromptTemplate:
         try:

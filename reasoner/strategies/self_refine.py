@@ -134,6 +134,9 @@ class SelfRefine(Strategy):
         loading a model, since `needs_scorer` cannot depend on options)."""
         return parse_options(Options, config.options, self.name).feedback == "scorer"
 
+    def prompts(self, config: StrategyConfig) -> list[PromptTemplate]:
+        return [config.prompt, load_refine_prompt(self.options(config).refine_prompt)]
+
     def options(self, config: StrategyConfig) -> Options:
         if config.n != 1:
             raise ConfigError(

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reasoner.models.base import Generator
 from reasoner.runner.metrics import majority_cluster
-from reasoner.strategies.base import StrategyConfig, blind, charge, problem_seed
+from reasoner.strategies.base import StrategyConfig, blind, charge, charge_scorer, problem_seed
 from reasoner.strategies.sampling import cluster_answers
 from reasoner.types import (
     Completion,
@@ -301,8 +301,9 @@ def score_texts(scorer: Verifier, items: Sequence[tuple[ProblemSearch, str]]) ->
             for search, text in items
         ]
     )
-    for search, _ in items:
+    for (search, _), verdict in zip(items, verdicts, strict=True):
         search.usage.verifier_calls += 1
+        charge_scorer(search.usage, [verdict])
     return verdicts
 
 

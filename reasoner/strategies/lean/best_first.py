@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reasoner.errors import ConfigError
 from reasoner.models.base import Generator
-from reasoner.prompts import load_prompt
+from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.strategies.base import (
     Strategy,
     StrategyConfig,
@@ -190,6 +190,9 @@ class LeanBestFirst(Strategy):
     default_temperature: ClassVar[float] = 1.0
     #: builds the tactic environment from the options; tests and embedders may replace it
     environment_factory: Callable[[Options], TacticEnvironment] = staticmethod(make_environment)
+
+    def prompts(self, config: StrategyConfig) -> list[PromptTemplate]:
+        return [load_prompt(parse_options(Options, config.options, self.name).prompt)]
 
     def validate(self, config: StrategyConfig) -> None:
         options = parse_options(Options, config.options, self.name)
