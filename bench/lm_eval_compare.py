@@ -106,7 +106,10 @@ def lm_eval_round(lm: Any, tasks_dir: Path, args: argparse.Namespace) -> dict[st
         task_manager=TaskManager(include_path=str(tasks_dir)),
     )
     wall = time.perf_counter() - started
-    samples = result["samples"][TASK]
+    # lm-eval logs one sample per document per filter (strict-match, flexible-extract): the
+    # same response twice, so keep one per document
+    samples = list({s["doc_id"]: s for s in result["samples"][TASK]}.values())
+    assert len(samples) == args.problems, f"lm-eval ran {len(samples)} documents"
     responses = [s["resps"][0][0] for s in samples]
     tokens = sum(len(lm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses)
     metrics = result["results"][TASK]
