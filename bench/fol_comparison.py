@@ -15,9 +15,8 @@ generated). Writes <out>/comparison.md and
     python bench/fol_comparison.py --limit 40 --out eval/results/fol-comparison
     python bench/fol_comparison.py --limit 2 --out /tmp/fol-check      # a quick check
 
-Until `fol-prover` is registered in reasoner/strategies/__init__.py this script inserts it into
-the registry itself; after that, each run is also `reasoner eval BENCH --strategy fol-prover
---n 5 --temperature 0.7 --set strategy.options.max_refine_rounds=1 ...`.
+Each run is also a plain command: `reasoner eval BENCH --strategy fol-prover --n 5
+--temperature 0.7 --set strategy.options.max_refine_rounds=1 ...`.
 """
 
 from __future__ import annotations
@@ -28,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reasoner import strategies
 from reasoner.config import EvalConfig, build_config
 from reasoner.models import load_generator
 from reasoner.runner.evaluate import run_eval
 from reasoner.runner.run_folder import RunFolder
-from reasoner.strategies.fol_prover import FOLProver, error_rates
+from reasoner.strategies.fol_prover import error_rates
 
 BENCHMARKS = ("folio", "proofwriter", "prontoqa")
 
@@ -133,8 +131,6 @@ def main() -> int:
     parser.add_argument("--out", default="eval/results/fol-comparison")
     args = parser.parse_args()
 
-    if FOLProver.name not in strategies.STRATEGIES:
-        strategies.STRATEGIES[FOLProver.name] = FOLProver
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model_sets = [o for o in args.set if o.startswith("model.")]
