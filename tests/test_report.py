@@ -191,3 +191,9 @@ def test_torn_last_line_is_skipped_and_left_in_place(runs: list[Path], tmp_path:
     before = results.read_bytes()
     write_report(runs[:1], tmp_path / "report")
     assert results.read_bytes() == before
+
+
+def test_labels_use_folder_names_when_many_keys_differ() -> None:
+    a, b = _config("x"), _config("y")
+    b["strategy"] = {"name": "mcts", "n": 8, "options": {"simulations": 16, "c_puct": 1.0}}
+    assert run_labels([a, b], ["greedy", "mcts"]) == ["greedy", "mcts"]

@@ -107,6 +107,8 @@ def _read_text(file: Path) -> str:
 
 # --- labels ----------------------------------------------------------------------------------
 
+MAX_LABEL_KEYS = 3
+
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
@@ -121,12 +123,13 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def run_labels(configs: Sequence[dict[str, Any]], names: Sequence[str]) -> list[str]:
     """`key=value, ...` over the keys where the configs differ; the folder name where they do
-    not, and appended where two runs would otherwise share a label."""
+    not or where too many keys differ to read (runs of different strategies), and appended
+    where two runs would otherwise share a label."""
     flats = [flatten(c) for c in configs]
     keys = _differing_keys(flats, ignore=(*INCIDENTAL_KEYS, *SLICE_KEYS))
     if not keys:
         keys = _differing_keys(flats, ignore=INCIDENTAL_KEYS)
-    if not keys or len(configs) < 2:
+    if not keys or len(keys) > MAX_LABEL_KEYS or len(configs) < 2:
         return list(names)
     labels = [", ".join(f"{k}={_format_value(flat.get(k))}" for k in keys) for flat in flats]
     return [
