@@ -107,6 +107,7 @@ def _read_text(file: Path) -> str:
 
 # --- labels ----------------------------------------------------------------------------------
 
+# Past this many differing keys a `key=value` label is longer than the folder name it replaces.
 MAX_LABEL_KEYS = 3
 
 
