@@ -107,6 +107,7 @@ def plot_rounds(paths: Sequence[Path], out: Path) -> Path:
     acc_axis.grid(alpha=0.3)
     data_axis.set_ylabel("training records")
     data_axis.set_xlabel("round (0 = base model)")
+    data_axis.xaxis.get_major_locator().set_params(integer=True)  # rounds are whole numbers
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
