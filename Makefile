@@ -41,7 +41,7 @@ demo: install
 
 test: install system-deps
 	$(BIN)/reasoner models --fetch smollm2-135m-instruct
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: install system-deps
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -12,7 +12,7 @@ example, formulas sharing no symbol with the problem), and tokens per problem (p
 generated). Writes <out>/comparison.md and
 <out>/comparison.json.
 
-    python bench/fol_comparison.py --limit 40 --out eval/results/fol-comparison
+    python bench/fol_comparison.py --limit 40 --out results/fol-comparison
     python bench/fol_comparison.py --limit 2 --out /tmp/fol-check      # a quick check
 
 Each run is also a plain command: `reasoner eval BENCH --strategy fol-prover --n 5
@@ -128,7 +128,7 @@ def main() -> int:
     parser.add_argument("--refine-rounds", type=int, default=1)
     parser.add_argument("--model", default=None, help="default: the embedded default model")
     parser.add_argument("--set", action="append", default=[], help="extra config overrides")
-    parser.add_argument("--out", default="eval/results/fol-comparison")
+    parser.add_argument("--out", default="results/fol-comparison")
     args = parser.parse_args()
 
     out = Path(args.out)

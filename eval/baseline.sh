@@ -3,7 +3,7 @@
 # chosen so the whole table runs in well under an hour on a 2-core CPU machine.
 #   bash eval/baseline.sh [OUT_DIR]   then   reasoner report OUT_DIR/* --out OUT_DIR/report
 set -euo pipefail
-out=${1:-eval/results/baseline}
+out=${1:-results/baseline}
 run() {  # benchmark limit max_tokens
   reasoner eval "$1" --limit "$2" --max-tokens "$3" --no-progress --out "$out/$1"
 }
