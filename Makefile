@@ -39,7 +39,7 @@ demo: install
 	$(BIN)/reasoner models --fetch qwen2.5-coder-0.5b-instruct
 	$(BIN)/reasoner eval gsm8k --model qwen2.5-coder-0.5b-instruct --limit $(DEMO_LIMIT) --out runs/demo-gsm8k
 
-test: install system-deps
+test: install system-deps lint
 	$(BIN)/reasoner models --fetch smollm2-135m-instruct
 	$(BIN)/python -m pytest -q --durations=15
 
@@ -49,6 +49,7 @@ test-fast: install system-deps
 lint: install
 	$(BIN)/ruff check reasoner tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python bench/overhead.py

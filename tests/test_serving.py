@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from reasoner.models.base import Generator
+from reasoner.models.batching import BatchingGenerator, Cancelled, CancelToken, cancel_scope
 from reasoner.serving.app import create_app, split_for_stream
-from reasoner.serving.batching import BatchingGenerator, Cancelled, CancelToken, cancel_scope
 from reasoner.serving.service import ServeSettings
 from reasoner.types import Completion, GenerationRequest, SamplingParams
 

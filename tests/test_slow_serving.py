@@ -19,9 +19,9 @@ import httpx
 import pytest
 from _counting_generator import CountingGenerator
 
+from reasoner.models.batching import BatchingGenerator
 from reasoner.serving.answers import CHAT_PROMPT, EXTRACTORS, ReferenceFreeVerifier
 from reasoner.serving.app import create_app
-from reasoner.serving.batching import BatchingGenerator
 from reasoner.serving.service import ServeSettings
 from reasoner.strategies import StrategyConfig, load_strategy
 from reasoner.types import ChatMessage, GenerationRequest, Problem, SamplingParams
@@ -381,7 +381,7 @@ def test_the_async_engine_answers_as_the_llm_engine_does(
 
 
 def test_the_async_engine_serves_many_threads_and_aborts_on_cancel(async_engine: Any) -> None:
-    from reasoner.serving.batching import Cancelled, CancelToken, cancel_scope
+    from reasoner.models.batching import Cancelled, CancelToken, cancel_scope
 
     def ask(i: int) -> list[Any]:
         request = GenerationRequest(

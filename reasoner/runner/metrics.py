@@ -5,9 +5,10 @@ identically."""
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+
+from reasoner.strategies.voting import majority_cluster
 
 Z_95 = 1.959963984540054
 
@@ -32,17 +33,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
-
-
-def majority_cluster(clusters: Sequence[int], k: int) -> int | None:
-    """The most common answer class among the first k samples (-1 = no answer, never voted);
-    ties go to the class seen first."""
-    votes = [c for c in clusters[:k] if c >= 0]
-    if not votes:
-        return None
-    counts = Counter(votes)
-    best = max(counts.values())
-    return next(c for c in votes if counts[c] == best)
 
 
 def maj_at_k_correct(clusters: Sequence[int], sample_correct: Sequence[bool], k: int) -> bool:

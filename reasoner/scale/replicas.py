@@ -68,8 +68,8 @@ class EngineReplica:
         }
 
     def start(self, slot: int, slots: int) -> dict[str, Any]:
+        from reasoner.models.batching import BatchingGenerator
         from reasoner.models.vllm_engine import VLLMGenerator, cuda_available
-        from reasoner.serving.batching import BatchingGenerator
 
         info: dict[str, Any] = {"slot": slot, "slots_on_node": slots}
         if not cuda_available():

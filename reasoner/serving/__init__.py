@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reasoner.serving.batching import BatchingGenerator, CancelToken, cancel_scope
+from reasoner.models.batching import BatchingGenerator, CancelToken, cancel_scope
 from reasoner.serving.service import ServeSettings
 
 __all__ = ["BatchingGenerator", "CancelToken", "ServeSettings", "cancel_scope", "create_app"]

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from reasoner.models.base import Generator
-from reasoner.serving.batching import BatchingGenerator, CancelToken, current_token
+from reasoner.models.batching import BatchingGenerator, CancelToken, current_token
 from reasoner.serving.protocol import ChatRequest, describe_validation
 from reasoner.serving.service import (
     Answer,

@@ -21,6 +21,7 @@ from typing import Any
 
 from reasoner.errors import ModelError
 from reasoner.models.base import Generator
+from reasoner.models.batching import Cancelled, current_token
 from reasoner.models.config import ModelConfig
 from reasoner.models.vllm_engine import (
     configure_cpu_environment,
@@ -28,7 +29,6 @@ from reasoner.models.vllm_engine import (
     hide_broken_torchvision,
     to_completions,
 )
-from reasoner.serving.batching import Cancelled, current_token
 from reasoner.types import Completion, GenerationRequest
 
 

@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasoner.errors import ConfigError
 from reasoner.models.base import Generator
 from reasoner.prompts import PromptTemplate, load_prompt
-from reasoner.runner.metrics import majority_cluster
 from reasoner.strategies.base import (
     Strategy,
     StrategyConfig,
@@ -32,6 +31,7 @@ from reasoner.strategies.base import (
     problem_seed,
 )
 from reasoner.strategies.sampling import cluster_answers
+from reasoner.strategies.voting import majority_cluster
 from reasoner.types import Completion, GenerationRequest, Problem, Step, Trace, Usage, Verdict
 from reasoner.verifiers.base import Verifier
 from reasoner.verifiers.code_exec import ProgramAidedMathVerifier, extract_program

@@ -13,8 +13,8 @@ from typing import ClassVar
 
 from reasoner.errors import ConfigError
 from reasoner.models.base import Generator
-from reasoner.runner.metrics import majority_cluster
 from reasoner.strategies.base import Strategy, StrategyConfig, TraceCallback, problem_seed
+from reasoner.strategies.voting import majority_cluster
 from reasoner.types import Completion, GenerationRequest, Problem, Step, Trace, Usage, Verdict
 from reasoner.verifiers.base import Verifier
 

@@ -24,9 +24,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reasoner.models.base import Generator
-from reasoner.runner.metrics import majority_cluster
 from reasoner.strategies.base import StrategyConfig, blind, charge, charge_scorer, problem_seed
 from reasoner.strategies.sampling import cluster_answers
+from reasoner.strategies.voting import majority_cluster
 from reasoner.types import (
     Completion,
     FinishReason,
