@@ -1,4 +1,9 @@
-"""Prompt templates as files: `prompts/<name>/{system,user}.jinja`, rendered to a chat."""
+"""Prompt templates as files: `prompts/<name>/{system,user}.jinja`, rendered to a chat, with
+optional worked examples (`shots.yaml`: a list of {question, answer}) shown as earlier turns.
+
+Few-shot examples go in as user/assistant turns rather than pasted into one message because chat
+models are trained on turns, and the example questions pass through the same user template as the
+real one, so the model sees one format."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+import yaml
 
 from reasoner.errors import ConfigError, unknown_choice
 from reasoner.resources import asset_dir
@@ -18,10 +24,13 @@ class PromptTemplate:
     name: str
     system: str | None
     user: str
+    #: worked examples as (question, answer) pairs, rendered before the problem's own turn
+    shots: tuple[tuple[str, str], ...] = ()
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(f"{self.system or ''}\0{self.user}".encode()).hexdigest()
+        shots = "".join(f"\0{q}\0{a}" for q, a in self.shots)
+        return hashlib.sha256(f"{self.system or ''}\0{self.user}{shots}".encode()).hexdigest()
 
     def render(self, problem: Problem, **extra: object) -> tuple[ChatMessage, ...]:
         """`extra` fills the template's other slots (a judge's candidate answer, say)."""
@@ -32,7 +41,12 @@ class PromptTemplate:
             messages.append(
                 ChatMessage("system", env.from_string(self.system).render(values).strip())
             )
-        messages.append(ChatMessage("user", env.from_string(self.user).render(values).strip()))
+        user = env.from_string(self.user)
+        for question, answer in self.shots:
+            shot_values = {**values, "question": question}
+            messages.append(ChatMessage("user", user.render(shot_values).strip()))
+            messages.append(ChatMessage("assistant", answer.strip()))
+        messages.append(ChatMessage("user", user.render(values).strip()))
         return tuple(messages)
 
 
@@ -53,4 +67,26 @@ def load_prompt(name_or_path: str) -> PromptTemplate:
         name=name_or_path,
         system=system.read_text() if system.is_file() else None,
         user=(folder / "user.jinja").read_text(),
+        shots=_load_shots(folder / "shots.yaml"),
     )
+
+
+def _load_shots(path: Path) -> tuple[tuple[str, str], ...]:
+    if not path.is_file():
+        return ()
+    try:
+        entries = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: expected a list of {{question, answer}} entries")
+    shots = []
+    for number, entry in enumerate(entries, start=1):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("question"), str)
+            and isinstance(entry.get("answer"), str)
+        ):
+            raise ConfigError(f"{path}: entry {number} needs a string `question` and `answer`")
+        shots.append((entry["question"], entry["answer"]))
+    return tuple(shots)
