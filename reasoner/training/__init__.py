@@ -3,7 +3,7 @@
 In-process API (what a loop calls between sampling and serving):
 
     records = build_records("sft", run_folders, max_per_problem=2)   # or "dpo": pairs
-    adapter = train_stage(config)          # SFTConfig / DPOConfig / ZOConfig -> adapter folder
+    adapter = train_stage(config)          # SFT / DPO / ZO / Reward config -> adapter folder
     adapter = train_sft(config, records, out)                         # or train_dpo / train_zo
 
 Each returns the path of a standard PEFT adapter folder (adapter_config.json +
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from reasoner.training.config import (
     DPOConfig,
+    RewardConfig,
     SFTConfig,
     StageConfig,
     ZOConfig,
@@ -35,6 +36,7 @@ from reasoner.training.data import (
 )
 from reasoner.training.divergence import TrainingDiverged
 from reasoner.training.dpo import train_dpo
+from reasoner.training.reward import train_reward
 from reasoner.training.sft import train_sft
 from reasoner.training.zo_stage import train_zo
 
@@ -45,17 +47,20 @@ def train_stage(
     out: str | Path | None = None,
     eval_records: Sequence[Record] | None = None,
 ) -> Path:
-    """The stage `config` is for; see train_sft / train_dpo / train_zo."""
+    """The stage `config` is for; see train_sft / train_dpo / train_zo / train_reward."""
     if isinstance(config, SFTConfig):
         return train_sft(config, records, out, eval_records)
     if isinstance(config, DPOConfig):
         return train_dpo(config, records, out, eval_records)
+    if isinstance(config, RewardConfig):
+        return train_reward(config, records, out, eval_records)
     return train_zo(config, records, out, eval_records)
 
 
 __all__ = [
     "DPOConfig",
     "Record",
+    "RewardConfig",
     "SFTConfig",
     "StageConfig",
     "TrainingDiverged",
@@ -68,6 +73,7 @@ __all__ = [
     "sft_records_from_dataset",
     "sft_records_from_runs",
     "train_dpo",
+    "train_reward",
     "train_sft",
     "train_stage",
     "train_zo",

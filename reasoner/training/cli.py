@@ -19,11 +19,12 @@ from reasoner.resources import asset_dir
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train",
-        help="train a LoRA adapter: sft, dpo or zo (zeroth-order); resumable",
+        help="train a LoRA adapter: sft, dpo, zo (zeroth-order) or reward (outcome reward "
+        "model); resumable",
         description="A YAML config (--config) and dotted overrides (--set) feed one typed "
         "config; re-running with the same --out resumes from the last checkpoint.",
     )
-    p.add_argument("stage", choices=["sft", "dpo", "zo"])
+    p.add_argument("stage", choices=["sft", "dpo", "zo", "reward"])
     p.add_argument("--config", help="a YAML file, or the name of one in configs/")
     p.add_argument(
         "--set",

@@ -14,7 +14,7 @@ from reasoner.config import build_config, load_yaml
 from reasoner.errors import ConfigError, unknown_choice
 from reasoner.models.embedded import DEFAULT_MODEL
 
-Stage = Literal["sft", "dpo", "zo"]
+Stage = Literal["sft", "dpo", "zo", "reward"]
 DType = Literal["float32", "bfloat16", "float16"]
 
 
@@ -131,6 +131,21 @@ class DPOConfig(_StageConfig):
     nll_alpha: float = Field(default=0.0, ge=0.0)
 
 
+class RewardOptimSettings(OptimSettings):
+    learning_rate: float = Field(default=1e-4, gt=0)
+
+
+class RewardConfig(_StageConfig):
+    """An outcome reward model: preference pairs (data.runs: correct vs incorrect samples of the
+    same problem, or data.file with prompt/chosen/rejected) train a one-logit head with LoRA."""
+
+    stage: Literal["reward"] = "reward"
+    train: RewardOptimSettings = RewardOptimSettings()
+    # TRL's auxiliary loss pulling the rewards' mean towards 0 (Eisenstein et al., 2023);
+    # None: off
+    center_rewards_coefficient: float | None = Field(default=None, ge=0)
+
+
 # MeZO's published settings (Malladi et al., 2023, Table 16 and the repository's examples for
 # autoregressive OPT models): full weights lr 1e-6 / eps 1e-3, LoRA lr 1e-4 / eps 1e-2,
 # batch 16, constant learning rate, no weight decay, 20k steps. Its users report (MeZO#6) that
@@ -179,11 +194,14 @@ class ZOConfig(_StageConfig):
         return MEZO_DEFAULTS[self.zo.params]["eps"] if value is None else value
 
 
-StageConfig = SFTConfig | DPOConfig | ZOConfig
-STAGE_CONFIGS: dict[str, type[SFTConfig] | type[DPOConfig] | type[ZOConfig]] = {
+StageConfig = SFTConfig | DPOConfig | ZOConfig | RewardConfig
+STAGE_CONFIGS: dict[
+    str, type[SFTConfig] | type[DPOConfig] | type[ZOConfig] | type[RewardConfig]
+] = {
     "sft": SFTConfig,
     "dpo": DPOConfig,
     "zo": ZOConfig,
+    "reward": RewardConfig,
 }
 
 

@@ -31,7 +31,8 @@ def use_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def lora_config(settings: LoraSettings) -> Any:
+def lora_config(settings: LoraSettings, task_type: str = "CAUSAL_LM") -> Any:
+    """PEFT's LoRA; a SEQ_CLS task also trains (and saves) the new classification head."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -39,7 +40,7 @@ def lora_config(settings: LoraSettings) -> Any:
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=settings.target_modules,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
 
 

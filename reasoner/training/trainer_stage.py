@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reasoner.training.config import DPOConfig, SFTConfig
+from reasoner.training.config import DPOConfig, PolicySettings, RewardConfig, SFTConfig
 from reasoner.training.data import Record, check_records, records_from_settings
 from reasoner.training.divergence import DivergenceGuard, TrainingDiverged
 from reasoner.training.policy import (
@@ -38,6 +38,14 @@ CHECKPOINT_DONE = "trainer_state.json"  # the Trainer writes it last
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second")
 
 BuildTrainer = Callable[[Policy, dict[str, Any], Any, Any], Any]
+LoadModel = Callable[[PolicySettings], Policy]
+PrepareRecords = Callable[[Sequence[Record]], list[Record]]
+TrainerConfig = SFTConfig | DPOConfig | RewardConfig
+
+
+def record_kind(stage: str) -> str:
+    """The record format a stage trains on: a reward model learns from DPO's pairs."""
+    return "dpo" if stage == "reward" else stage
 
 
 def recording_callback(log: MetricsLog, guard: DivergenceGuard) -> Any:
@@ -57,9 +65,9 @@ def recording_callback(log: MetricsLog, guard: DivergenceGuard) -> Any:
 
 
 def trainer_arguments(
-    config: SFTConfig | DPOConfig, checkpoints: Path, evaluate: bool
+    config: TrainerConfig, checkpoints: Path, evaluate: bool
 ) -> dict[str, Any]:
-    """TrainingArguments shared by TRL's SFTConfig and DPOConfig."""
+    """TrainingArguments shared by TRL's SFTConfig, DPOConfig and RewardConfig."""
     t = config.train
     cuda = use_cuda()
     return dict(
@@ -94,14 +102,17 @@ def trainer_arguments(
 
 
 def run_trainer_stage(
-    config: SFTConfig | DPOConfig,
+    config: TrainerConfig,
     build_trainer: BuildTrainer,
     hint: str,
     records: Sequence[Record] | None,
     eval_records: Sequence[Record] | None,
     out: str | Path | None,
+    load_model: LoadModel = load_policy,
+    prepare: PrepareRecords = list,
 ) -> Path:
-    """Train (or resume, or return the finished result of) one SFT/DPO run; the adapter path."""
+    """Train (or resume, or return the finished result of) one SFT/DPO/reward run; the adapter
+    path. `load_model` builds the model to train, `prepare` rewrites the records it sees."""
     import datasets
 
     run = TrainingRun(out or config.out or default_out(config.stage))
@@ -110,15 +121,16 @@ def run_trainer_stage(
     if run.finished:
         return run.result()
     source = None if records is not None else config.data.model_dump(mode="json")
-    records = (
-        list(records) if records is not None else records_from_settings(config.stage, config.data)
-    )
-    check_records(records, config.stage, "records")
+    kind = record_kind(config.stage)
+    records = list(records) if records is not None else records_from_settings(kind, config.data)
+    check_records(records, kind, "records")
     if eval_records is None and config.eval_data is not None:
-        eval_records = records_from_settings(config.stage, config.eval_data)
+        eval_records = records_from_settings(kind, config.eval_data)
     if eval_records is not None:
-        check_records(eval_records, config.stage, "eval records")
-    policy = load_policy(config.model)
+        check_records(eval_records, kind, "eval records")
+    records = prepare(records)
+    eval_records = None if eval_records is None else prepare(eval_records)
+    policy = load_model(config.model)
     run.write_manifest(
         training_manifest(
             config.stage, policy, config.model, records, eval_records, source, config.train.seed
@@ -131,11 +143,11 @@ def run_trainer_stage(
     guard = DivergenceGuard(config.divergence, config.stage, hint)
     guard.seed([r["loss"] for r in run.metrics.rows() if r.get("kind") == "train" and "loss" in r])
 
-    train_ds = datasets.Dataset.from_list([_columns(r, config.stage) for r in records])
+    train_ds = datasets.Dataset.from_list([_columns(r, kind) for r in records])
     eval_ds = (
         None
         if eval_records is None
-        else datasets.Dataset.from_list([_columns(r, config.stage) for r in eval_records])
+        else datasets.Dataset.from_list([_columns(r, kind) for r in eval_records])
     )
     arguments = trainer_arguments(config, run.checkpoints, eval_ds is not None)
     trainer = build_trainer(policy, arguments, train_ds, eval_ds)

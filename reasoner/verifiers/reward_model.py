@@ -1,5 +1,6 @@
 """A reward model as the verifier: a transformers sequence classifier scores the whole answer
-(outcome RM) or every step prefix (process RM), in batches.
+(outcome RM) or every step prefix (process RM), in batches. `model` is a model name or folder,
+or the adapter folder `reasoner train reward` writes.
 
 The score is the reward in [0, 1]; `threshold` only decides which side of correct/incorrect the
 Verdict falls on, so search loops can rank by score while eval still gets a verdict.
@@ -7,10 +8,13 @@ Verdict falls on, so search loops can rank by score while eval still gets a verd
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
-from reasoner.models.resolve import resolve_model
+from reasoner.errors import ModelError
+from reasoner.models.resolve import ResolvedModel, resolve_model
 from reasoner.types import Completion, Problem, Verdict, VerdictStatus
 from reasoner.verifiers.base import Verifier
 
@@ -24,6 +28,43 @@ def _aggregate(scores: list[float], how: Aggregate) -> float:
     if how == "last":
         return scores[-1]
     return sum(scores) / len(scores)
+
+
+def load_sequence_classifier(
+    model: str, dtype: str = "auto", trainable: bool = False
+) -> tuple[Any, Any, ResolvedModel]:
+    """A one-logit sequence classifier and its tokenizer, from a model name or folder, or from a
+    PEFT adapter folder (what `reasoner train reward` writes): its base model gets a fresh head
+    that the adapter's saved head then replaces. A served adapter is merged for speed."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    adapter = Path(model) if (Path(model) / "adapter_config.json").is_file() else None
+    if adapter is not None:
+        base = json.loads((adapter / "adapter_config.json").read_text()).get(
+            "base_model_name_or_path"
+        )
+        if not base:
+            raise ModelError(f"{adapter}/adapter_config.json: no base_model_name_or_path")
+        resolved = resolve_model(str(base))
+    else:
+        resolved = resolve_model(model)
+    tokenizer: Any = AutoTokenizer.from_pretrained(resolved.path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    loaded: Any = AutoModelForSequenceClassification.from_pretrained(
+        resolved.path,
+        dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+        **({"num_labels": 1} if adapter is not None or trainable else {}),
+    )
+    loaded.config.pad_token_id = tokenizer.pad_token_id
+    if adapter is not None:
+        from peft import PeftModel
+
+        loaded = PeftModel.from_pretrained(loaded, str(adapter), is_trainable=trainable)
+        if not trainable:
+            loaded = loaded.merge_and_unload()
+    return loaded, tokenizer, resolved
 
 
 class RewardModelVerifier(Verifier):
@@ -41,18 +82,10 @@ class RewardModelVerifier(Verifier):
         timeout_s: float | None = None,  # accepted for registry symmetry; scoring is in-process
     ) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        path = resolve_model(model).path
         self.torch = torch
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
+        self.model, self.tokenizer, _ = load_sequence_classifier(model, dtype)
         self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model: Any = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=dtype if dtype == "auto" else getattr(torch, dtype)
-        )
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model.eval()
         self.threshold = threshold
         self.step_separator = step_separator
