@@ -156,3 +156,32 @@ def test_bad_options_name_the_field() -> None:
         ProgramAided().validate(
             StrategyConfig(load_prompt("math_cot"), SamplingParams(), budget=Budget(tokens=10))
         )
+
+
+def test_mixed_pal_and_cot_voting_is_one_engine_call_and_one_vote(
+    math_verifier: MathAnswerVerifier,
+) -> None:
+    """PAL + chain-of-thought self-consistency: the robe problem's programs give 3 once (and
+    4 once), so with two CoT answers of 4 the mixed vote is 4; programs alone would be a tie."""
+    cot = {
+        "eggs": ["So 9 are left. The answer is \\boxed{9}."] * 2,
+        "robe": ["2 + 2 = 4. The answer is \\boxed{4}.", "The answer is \\boxed{4}."],
+    }
+
+    def script(request: GenerationRequest, call: int) -> list[str]:
+        assert request.messages is not None
+        question = request.messages[-1].content
+        problem = next(p for p in PROBLEMS if p.question == question)
+        if "```python" in request.messages[0].content:
+            return PROGRAMS[problem.id][: request.sampling.n]
+        return cot[problem.id][: request.sampling.n]
+
+    generator = ScriptedGenerator(script)
+    eggs, robe = ProgramAided().run(PROBLEMS, generator, math_verifier, _config(cot_n=2))
+    assert generator.calls == [4]  # 2 problems x (programs, CoT) in one call
+    assert [len(step.completions) for step in robe.steps] == [4, 2]
+    assert len(robe.clusters) == 6 and robe.prediction == "4"
+    assert eggs.prediction is not None and eggs.verdict.status == "correct"
+    assert robe.usage.engine_calls == 1 and robe.usage.verifier_calls == 6
+    names = [p.name for p in ProgramAided().prompts(_config(cot_n=2))]
+    assert names == ["math_program", "math_cot"]

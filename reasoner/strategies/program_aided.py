@@ -48,6 +48,11 @@ class Options(BaseModel):
     workers: int = Field(default=2, ge=1)
     #: wall-clock seconds per program; None: the sandbox policy's
     wall_seconds: float | None = Field(default=None, gt=0)
+    #: chain-of-thought samples drawn beside the n programs, in the same engine call, and voted
+    #: with their printed answers (mixed PAL + CoT self-consistency); 0: programs only
+    cot_n: int = Field(default=0, ge=0)
+    #: the chain-of-thought prompt of those samples
+    cot_prompt: str = "math_cot"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,10 +140,13 @@ class ProgramAided(Strategy):
             raise ConfigError("program-aided needs one engine call: strategy.budget_calls >= 1")
         options = parse_options(Options, config.options, self.name)
         self.prompt(options)
+        self.cot_prompt(options)
         return options
 
     def prompts(self, config: StrategyConfig) -> list[PromptTemplate]:
-        return [self.prompt(parse_options(Options, config.options, self.name))]
+        options = parse_options(Options, config.options, self.name)
+        cot = self.cot_prompt(options)
+        return [self.prompt(options), *([cot] if cot is not None else [])]
 
     @staticmethod
     def prompt(options: Options) -> PromptTemplate:
@@ -146,6 +154,15 @@ class ProgramAided(Strategy):
             return load_prompt(options.prompt)
         except ConfigError as exc:
             raise ConfigError(f"strategy.options.prompt: {exc}") from None
+
+    @staticmethod
+    def cot_prompt(options: Options) -> PromptTemplate | None:
+        if options.cot_n == 0:
+            return None
+        try:
+            return load_prompt(options.cot_prompt)
+        except ConfigError as exc:
+            raise ConfigError(f"strategy.options.cot_prompt: {exc}") from None
 
     def run(
         self,
@@ -161,43 +178,52 @@ class ProgramAided(Strategy):
                 "program-aided runs the programs itself and checks what they print: use the "
                 "`math` verifier, not `python-math` (which would run the printed answer as code)"
             )
-        prompt = self.prompt(options)
         limits = default_limits()
         if options.wall_seconds is not None:
             limits = dataclasses.replace(limits, wall_seconds=options.wall_seconds)
+        parts = [(self.prompt(options), config.n)]
+        cot = self.cot_prompt(options)
+        if cot is not None:
+            parts.append((cot, options.cot_n))
+        # one engine call: request part * len(problems) + i is problem i's share of that part
         requests = [
             GenerationRequest(
-                messages=prompt.render(problem),
+                messages=template.render(problem),
                 sampling=dataclasses.replace(
-                    config.sampling, n=config.n, seed=problem_seed(config.seed, problem.id)
+                    config.sampling, n=n, seed=problem_seed(config.seed, problem.id) + part
                 ),
             )
+            for part, (template, n) in enumerate(parts)
             for problem in problems
         ]
         started = time.perf_counter()
+        steps: list[dict[int, Step]] = [{} for _ in problems]
         traces: list[Trace | None] = [None] * len(problems)
         with ThreadPoolExecutor(max_workers=options.workers) as pool:
             for index, completions in generator.generate_stream(requests):
-                problem = problems[index]
-                runs = list(pool.map(lambda c: run_program(c.text, limits), completions))
-                verdicts = grade_runs(verifier, problem, runs)
+                part, position = divmod(index, len(problems))
+                problem = problems[position]
+                if part == 0:
+                    runs = list(pool.map(lambda c: run_program(c.text, limits), completions))
+                    verdicts = grade_runs(verifier, problem, runs)
+                else:
+                    verdicts = verifier.verify_batch([(problem, c) for c in completions])
+                steps[position][part] = Step(requests[index], completions, verdicts)
+                if len(steps[position]) < len(parts):
+                    continue
                 trace = self._trace(
-                    problem, requests[index], completions, verdicts, verifier, started
+                    problem, [steps[position][p] for p in range(len(parts))], verifier, started
                 )
-                traces[index] = trace
+                traces[position] = trace
                 if on_trace is not None:
                     on_trace(trace)
         return [t for t in traces if t is not None]
 
     @staticmethod
-    def _trace(
-        problem: Problem,
-        request: GenerationRequest,
-        completions: list[Completion],
-        verdicts: list[Verdict],
-        verifier: Verifier,
-        started: float,
-    ) -> Trace:
+    def _trace(problem: Problem, steps: list[Step], verifier: Verifier, started: float) -> Trace:
+        """The vote over every part's answers: the programs' printed lines, then any CoT's."""
+        completions = [c for step in steps for c in step.completions]
+        verdicts = [v for step in steps for v in step.verdicts]
         clusters = cluster_answers(verifier, problem, verdicts)
         winner = majority_cluster(clusters, len(clusters))
         if winner is not None:
@@ -208,11 +234,12 @@ class ProgramAided(Strategy):
             chosen = Verdict("incorrect", 0.0, "the engine returned no samples")
         # one check per sample, as the python-math verifier counts a run plus its answer check
         usage = Usage(engine_calls=1, verifier_calls=len(completions))
-        charge(usage, completions)
+        for step in steps:  # each part's prompt is counted once
+            charge(usage, step.completions)
         usage.wall_time_s = time.perf_counter() - started
         return Trace(
             problem=problem,
-            steps=[Step(request, completions, verdicts)],
+            steps=steps,
             prediction=chosen.answer,
             verdict=chosen,
             usage=usage,
