@@ -10,7 +10,6 @@ import pytest
 from reasoner.config import EvalConfig, build_config, load_yaml
 from reasoner.resources import asset_dir
 from reasoner.runner.evaluate import plan_eval
-from reasoner.strategies import STRATEGIES
 from reasoner.strategies.best_of_n import BestOfN
 from reasoner.strategies.program_aided import ProgramAided
 from reasoner.strategies.self_refine import SelfRefine
@@ -22,10 +21,6 @@ CONFIGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    for strategy in CONFIGS.values():
-        monkeypatch.setitem(STRATEGIES, strategy.name, strategy)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

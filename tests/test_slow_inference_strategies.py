@@ -15,10 +15,6 @@ from _counting_generator import CountingGenerator
 from reasoner.config import EvalConfig, build_config
 from reasoner.runner.evaluate import run_eval
 from reasoner.runner.run_folder import RunFolder
-from reasoner.strategies import STRATEGIES
-from reasoner.strategies.best_of_n import BestOfN
-from reasoner.strategies.program_aided import ProgramAided
-from reasoner.strategies.self_refine import SelfRefine
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +22,6 @@ LIMIT = 3
 MAX_TOKENS = 128
 
 
-@pytest.fixture(autouse=True)
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    for strategy in (BestOfN, SelfRefine, ProgramAided):
-        monkeypatch.setitem(STRATEGIES, strategy.name, strategy)
 
 
 @pytest.fixture

@@ -310,9 +310,7 @@ def test_eval_run_folder_and_show(
     from reasoner.config import EvalConfig, build_config
     from reasoner.runner import show
     from reasoner.runner.evaluate import run_eval
-    from reasoner.strategies import STRATEGIES
 
-    monkeypatch.setitem(STRATEGIES, BeamSearch.name, BeamSearch)  # until it is registered
     out = tmp_path / "run"
     config = build_config(
         EvalConfig,
