@@ -312,6 +312,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from reasoner.config_keys import describe, render
+
+    print(render(describe(args.kind, args.keys)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reasoner", description="LLM reasoning pipelines")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -328,6 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     merge.add_argument("runs", nargs="+", help="the shard run folders")
     merge.add_argument("--out", required=True, help="the merged run folder (new)")
     sub.add_parser("list", help="the benchmarks, with counts, verifiers and licences")
+    config = sub.add_parser(
+        "config", help="a command's config keys with their types, defaults and descriptions"
+    )
+    config.add_argument(
+        "kind", nargs="?", default="eval", help="eval, iterate, serve or train-STAGE (default eval)"
+    )
+    config.add_argument("keys", nargs="*", metavar="KEY", help="keys or sections (default: all)")
     report = sub.add_parser("report", help="compare run folders: Markdown, CSV and plots")
     report.add_argument("runs", nargs="+", metavar="RUN")
     report.add_argument("--out", required=True, help="folder for report.md, report.csv, PNGs")
@@ -359,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             "merge": cmd_merge,
             "report": cmd_report,
             "list": cmd_list,
+            "config": cmd_config,
         }
         return commands[args.command](args)
     except ReasonerError as exc:

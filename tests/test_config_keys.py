@@ -1,0 +1,25 @@
+"""`reasoner config`: every key of every command's config is listed with a description taken from
+its source comment, so a field added without one fails here."""
+
+from __future__ import annotations
+
+import pytest
+
+from reasoner.config_keys import describe, render
+from reasoner.errors import ConfigError
+
+
+def test_a_section_lists_its_keys_with_defaults() -> None:
+    found = describe("eval", ["sampling"])
+    keys = [k.key for k in found]
+    assert keys[0] == "sampling" and "sampling.temperature" in keys
+    temperature = next(k for k in found if k.key == "sampling.temperature")
+    assert temperature.default == "None" and "strategy" in (temperature.description or "")
+    assert "sampling.top_p" in render(found)
+
+
+def test_an_unknown_key_or_kind_lists_the_choices() -> None:
+    with pytest.raises(ConfigError, match="unknown eval config key 'samplin'.*sampling"):
+        describe("eval", ["samplin"])
+    with pytest.raises(ConfigError, match="unknown config kind 'evl'.*eval"):
+        describe("evl", [])
