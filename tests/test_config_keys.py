@@ -19,7 +19,7 @@ def test_a_section_lists_its_keys_with_defaults() -> None:
 
 
 def test_an_unknown_key_or_kind_lists_the_choices() -> None:
-    with pytest.raises(ConfigError, match="unknown eval config key 'samplin'.*sampling"):
+    with pytest.raises(ConfigError, match=r"unknown eval config key 'samplin'.*sampling"):
         describe("eval", ["samplin"])
-    with pytest.raises(ConfigError, match="unknown config kind 'evl'.*eval"):
+    with pytest.raises(ConfigError, match=r"unknown config kind 'evl'.*eval"):
         describe("evl", [])
