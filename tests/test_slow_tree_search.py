@@ -154,8 +154,10 @@ def test_beam_search_batches_every_round_and_stores_the_tree(
         assert len(first) == 4  # N first steps from the root
         later = [n for n in tree if n["parent"] not in (None, 0)]
         for parent in {n["parent"] for n in later}:
-            assert sum(1 for n in later if n["parent"] == parent) == 2  # M per kept beam
             assert not tree[parent]["terminal"]
+        # the width stays N: survivors share N samples a round (duplicated up when few)
+        assert all(v == 4 for v in Counter(n["round"] for n in later).values())
+        assert len({n["parent"] for n in later if n["round"] == 1}) <= 2  # N/M kept beams
         assert all(n["depth"] <= 3 for n in tree)
         assert all(n["terminal"] for n in tree if n["depth"] == 3)
         assert all(n["score"] is not None or n.get("score_error") for n in tree[1:])
