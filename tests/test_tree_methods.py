@@ -85,7 +85,9 @@ class StepScorer(Verifier):
 
     def verify_batch(self, pairs: Sequence[tuple[Problem, Completion]]) -> list[Verdict]:
         self.batches.append([c.text for _, c in pairs])
-        scores = [float(SCORE.findall(c.text)[-1]) if SCORE.search(c.text) else 0.0 for _, c in pairs]
+        scores = [
+            float(SCORE.findall(c.text)[-1]) if SCORE.search(c.text) else 0.0 for _, c in pairs
+        ]
         return [Verdict("correct" if s >= 0.5 else "incorrect", s) for s in scores]
 
 

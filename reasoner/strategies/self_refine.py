@@ -12,9 +12,10 @@ turn followed by the refine prompt's user turn with that attempt's feedback. Wit
 full` (the default) every earlier attempt and its feedback stay in the chat, as Self-Refine
 (Madaan et al., 2023) keeps the whole history in its refine prompt, so the model sees what it
 already tried; `history: last` shows only the latest attempt and its feedback. Either way the
-prompt's prefix is shared with the previous round and served from the prefix cache. Each round is one engine call for every problem still
-refining; a problem stops when its check passes, after `max_rounds` refinements, or once its
-budget is spent. The run's verifier grades every round (Trace.steps) but never steers the loop.
+prompt's prefix is shared with the previous round and served from the prefix cache. Each round
+is one engine call for every problem still refining; a problem stops when its check passes,
+after `max_rounds` refinements, or once its budget is spent. The run's verifier grades every
+round (Trace.steps) but never steers the loop.
 """
 
 from __future__ import annotations
