@@ -5,6 +5,7 @@ PUCT priors from the policy's step log-probs and one backed-up value per simulat
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -210,3 +211,121 @@ def test_dvts_answers_from_each_subtrees_last_round_of_children(
     assert candidates == sorted([boxed(3, 0.2), boxed(4, 0.8), "b1 (score 0.3)", boxed(7, 0.9)])
     assert len(trace.steps[0].completions) == 4
     assert trace.prediction == "7"
+
+
+# -- MCTS ---------------------------------------------------------------------------------
+
+ROOT_STEPS = ["low1 (score 0.5)", "low2 (score 0.5)", "high (score 0.5)"]
+
+
+def step_name(text: str) -> str:
+    return text.split(" (", 1)[0]
+
+
+def mcts_script(request: GenerationRequest, call: int) -> list[str]:
+    """Three next steps of every node, with scores that differ by name and position."""
+    step = last_step(request)
+    if step == "":
+        return ROOT_STEPS[: request.sampling.n]
+    name = step_name(step)
+    return [
+        f"{name}.{i} (score {(len(name) * 7 + i * 3) % 10 / 10})" for i in range(request.sampling.n)
+    ]
+
+
+def mcts_logprob(text: str) -> float:
+    """The step's total log-prob: "high" is far likelier than its siblings; deeper steps are
+    likelier the smaller their index."""
+    name = step_name(text)
+    if name == "high":
+        return -0.3
+    if name.startswith("low"):
+        return -6.0
+    return -1.0 - int(name.rsplit(".", 1)[1])
+
+
+def mcts_config(**options: Any) -> StrategyConfig:
+    return search_config(1, expand_k=3, max_depth=4, complete_chosen=False, **options)
+
+
+def run_mcts(
+    verifier: Verifier, problems: list[Problem] = PROBLEMS, **options: Any
+) -> tuple[list[Trace], StepGenerator, StrategyConfig]:
+    from reasoner.strategies.mcts import MCTS
+
+    generator = StepGenerator(mcts_script, mcts_logprob)
+    config = mcts_config(**options)
+    return MCTS().run(problems, generator, verifier, config), generator, config
+
+
+def check_leaf_backup_visits(trace: Trace, simulations: int) -> None:
+    """One value per simulation: every expanded node has N = 1 + sum of its children's N,
+    an unexpanded open step N = 0, and the root N = the number of simulations."""
+    tree = trace.tree
+    assert tree[0]["visits"] == simulations
+    for node in tree:
+        children = [c for c in tree if c["parent"] == node["id"]]
+        if children:
+            assert node["visits"] == 1 + sum(c["visits"] for c in children), node
+        elif not node["terminal"]:
+            assert node["visits"] == 0, node
+
+
+def test_puct_visits_the_high_prior_child_first_and_counts_one_visit_per_simulation(
+    math_verifier: MathAnswerVerifier,
+) -> None:
+    traces, generator, config = run_mcts(math_verifier, simulations=8)
+    # every expansion asks the engine for the sampled tokens' log-probs
+    assert all(r.sampling.logprobs is not None for b in generator.batches for r in b)
+    # round 1 expands each root; round 2 the child PUCT ranks first: all are unvisited with
+    # Q = 0, so the prior decides, and "high" (listed last) has by far the highest
+    assert [last_step(r) for r in generator.batches[1]] == ["high (score 0.5)"] * 2
+    assert max(generator.calls) == 2 and generator.calls[0] == 2  # one call per round
+    for trace in traces:
+        root_children = [n for n in trace.tree if n["parent"] == 0]
+        priors = {step_name(n["text"]): n["prior"] for n in root_children}
+        # softmax over the siblings of the mean token log-prob (3 tokens a step): AlphaMath's
+        # exp(cumulative_logprob / len(token_ids)), normalised
+        high, low = math.exp(-0.3 / 3), math.exp(-6.0 / 3)
+        assert priors["high"] == pytest.approx(high / (high + 2 * low))
+        assert priors["low1"] == priors["low2"] == pytest.approx(low / (high + 2 * low))
+        check_leaf_backup_visits(trace, simulations=8)
+        # the root was not scored; each later expansion scored its leaf once
+        expanded = [n for n in trace.tree[1:] if any(c["parent"] == n["id"] for c in trace.tree)]
+        assert all(n.get("score") is not None for n in expanded)
+    scorer = config.scorer
+    assert isinstance(scorer, StepScorer)
+    assert all(len(batch) <= 2 for batch in scorer.batches)  # one scorer call per round
+
+
+def test_uniform_priors_fall_back_to_the_first_child(math_verifier: MathAnswerVerifier) -> None:
+    _, generator, _ = run_mcts(math_verifier, PROBLEMS[:1], simulations=3, prior="uniform")
+    assert all(r.sampling.logprobs is None for b in generator.batches for r in b)
+    assert last_step(generator.batches[1][0]) == "low1 (score 0.5)"
+
+
+def test_children_backup_gives_a_parent_k_visits_per_expansion(
+    math_verifier: MathAnswerVerifier,
+) -> None:
+    (trace,), _, _ = run_mcts(math_verifier, PROBLEMS[:1], simulations=4, backup="children")
+    tree = trace.tree
+    # every new step was valued and backed up once, so the root holds one visit per step
+    assert tree[0]["visits"] == len(tree) - 1
+    for node in tree[1:]:
+        children = [c for c in tree if c["parent"] == node["id"]]
+        assert node["visits"] == 1 + sum(c["visits"] for c in children)
+
+
+def test_mean_and_sum_priors_and_their_temperature() -> None:
+    from reasoner.strategies.mcts import softmax_priors, step_logprob
+    from reasoner.types import TokenLogprob
+
+    short = Completion("a", "stop", 0, 1, (TokenLogprob("a", -1.0),))
+    long = Completion("b c d", "stop", 0, 3, tuple(TokenLogprob(t, -0.5) for t in "bcd"))
+    # per token the long step is likelier; as a whole sequence, the short one
+    assert step_logprob(long, "mean") > step_logprob(short, "mean")  # type: ignore[operator]
+    assert step_logprob(long, "sum") < step_logprob(short, "sum")  # type: ignore[operator]
+    assert step_logprob(long, "sum", chars=2) == -1.0  # only the tokens writing "bc"
+    assert step_logprob(Completion("x", "stop", 0, 1), "mean") is None
+    sharp, flat = softmax_priors([-0.5, -1.0], 0.5), softmax_priors([-0.5, -1.0], 5.0)
+    assert sharp[0] > flat[0] > 0.5 and sum(flat) == pytest.approx(1.0)
