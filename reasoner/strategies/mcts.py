@@ -12,7 +12,7 @@ new step is evaluated and backed up, so a parent gains K visits per simulation.
 PUCT's prior of a new step is a softmax over its siblings of the policy's log-prob of the step
 (`prior: logprob`, the default): the mean token log-prob at `prior_temperature` 1 reproduces
 AlphaMath's exp(cumulative_logprob / len(token_ids)) normalised over the siblings; the sum
-favours short steps. `prior: uniform` gives every sibling 1/K (plain UCT with a constant).
+favours short steps. `prior: uniform` gives every sibling 1/K (the bonus then ignores the policy).
 
 Each round runs the selection of every problem's tree (one leaf, or several kept apart by
 virtual loss), then expands all selected leaves in ONE engine call and evaluates them in ONE
