@@ -150,6 +150,27 @@ def test_a_refine_turn_continues_the_chat_with_the_attempt_and_its_feedback(
     assert refine.sampling.seed != generator.batches[0][0].sampling.seed
 
 
+@pytest.mark.parametrize("history", ["full", "last"])
+def test_the_round_3_prompt_holds_the_history_or_only_the_last_attempt(
+    math_verifier: MathAnswerVerifier, history: str
+) -> None:
+    # problem c is wrong in every round: its round-2 request is the third prompt it gets
+    _, _, generator = _run(math_verifier, _oracle(max_rounds=2, history=history))
+    (third,) = [r for r in generator.batches[2] if "10 - 7" in r.messages[1].content]  # type: ignore[index]
+    assert third.messages is not None
+    turns = [(m.role, m.content) for m in third.messages[2:]]
+    first = ("assistant", r"\boxed{4}")
+    second = ("assistant", r"\boxed{5}")
+    if history == "full":  # attempt 1, its feedback, attempt 2, its feedback
+        assert [role for role, _ in turns] == ["assistant", "user", "assistant", "user"]
+        assert turns[0] == first and "expected 3, got 4" in turns[1][1]
+        assert turns[2] == second and "expected 3, got 5" in turns[3][1]
+    else:  # only attempt 2 and its feedback
+        assert turns[0] == second and len(turns) == 2
+        assert "expected 3, got 5" in turns[1][1]
+        assert all("got 4" not in m.content and m.content != first[1] for m in third.messages)
+
+
 def test_verdict_only_feedback_hides_the_checkers_text(math_verifier: MathAnswerVerifier) -> None:
     _, _, generator = _run(math_verifier, _oracle(max_rounds=1, feedback_detail="verdict"))
     turn = generator.batches[1][0].messages[-1].content  # type: ignore[index]

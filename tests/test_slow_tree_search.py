@@ -120,8 +120,14 @@ def check_accounting(harness: Harness, traces: list[Trace]) -> None:
         assert len(step.completions) == len(step.verdicts) == len(trace.clusters) >= 1
         assert sum(1 for n in tree if n.get("chosen")) == 1
         assert trace.verdict in step.verdicts
-        # the scorer scored every searched node once; the verifier every candidate once
-        searched = [n for n in tree[1:] if not n.get("finish")]
+        # the scorer scored every evaluated node once (beam search: every node; MCTS with
+        # backup: leaf, the selected leaves); the verifier every candidate once
+        searched = [
+            n
+            for n in tree[1:]
+            if not n.get("finish")
+            and (n["score"] is not None or n.get("score_error") or n.get("reward") is not None)
+        ]
         assert trace.usage.verifier_calls >= len(searched) + len(step.completions)
 
 
@@ -154,8 +160,10 @@ def test_beam_search_batches_every_round_and_stores_the_tree(
         assert len(first) == 4  # N first steps from the root
         later = [n for n in tree if n["parent"] not in (None, 0)]
         for parent in {n["parent"] for n in later}:
-            assert sum(1 for n in later if n["parent"] == parent) == 2  # M per kept beam
             assert not tree[parent]["terminal"]
+        # the width stays N: survivors share N samples a round (duplicated up when few)
+        assert all(v == 4 for v in Counter(n["round"] for n in later).values())
+        assert len({n["parent"] for n in later if n["round"] == 1}) <= 2  # N/M kept beams
         assert all(n["depth"] <= 3 for n in tree)
         assert all(n["terminal"] for n in tree if n["depth"] == 3)
         assert all(n["score"] is not None or n.get("score_error") for n in tree[1:])
@@ -204,18 +212,25 @@ def test_mcts_one_call_per_iteration(
     )
     check_accounting(harness, traces)
     check_one_call_per_round(harness, traces)
+    priors: set[bool] = set()  # whether a node's children's priors differ
     for trace in traces:
         tree = trace.tree
-        root = tree[0]
-        # every expanded child was evaluated and backed up once; terminal re-visits add more
-        assert root["visits"] >= len(tree) - 1 - sum(1 for n in tree if n.get("finish"))
-        for node in tree[1:]:
-            if not node.get("finish"):
-                assert node["visits"] >= 1
-                children = [c for c in tree if c["parent"] == node["id"] and not c.get("finish")]
-                assert node["visits"] >= 1 + len(children)
+        # one backed-up value per simulation (backup: leaf): the root has one visit per
+        # simulation and every expanded node 1 + its children's visits
+        assert tree[0]["visits"] == 3
+        for node in tree:
+            children = [c for c in tree if c["parent"] == node["id"] and not c.get("finish")]
+            if children:
+                assert node["visits"] == 1 + sum(c["visits"] for c in children)
+        # PUCT priors from the step log-probs: a distribution over each node's children
+        for node in tree:
+            children = [c for c in tree if c["parent"] == node["id"] and not c.get("finish")]
+            if len(children) > 1:
+                assert sum(c.get("prior", 1.0) for c in children) == pytest.approx(1.0)
+                priors.add(len({round(c["prior"], 9) for c in children}) > 1)
         expansions = [n for n in tree if any(c["parent"] == n["id"] for c in tree)]
         assert len(expansions) <= 3 + 1  # simulations, plus completing the chosen path
+    assert True in priors  # the engine's log-probs, not the uniform fallback
     # the judge scored each round's new nodes in one call
     assert len(harness.judge_engine.calls) <= len(harness.engine.calls)
 
@@ -239,7 +254,7 @@ def test_mcts_rollouts_with_the_oracle_reward(
     assert harness.judge_engine.calls == []  # the oracle needs no scorer
     for trace in traces:
         for node in trace.tree[1:]:
-            if node.get("finish"):
+            if node.get("finish") or not node["visits"]:
                 continue
             assert node["reward"] in (0.0, 1.0)  # verdicts of the gold answer
             if not node["terminal"] and node.get("rollout") is not None:
@@ -259,6 +274,7 @@ def test_mcts_greedy_rollouts_are_a_second_call_per_round(
         evaluation="rollout",
         rollout_policy="greedy",
         complete_chosen=False,
+        backup="children",  # a rollout from every new step
     )
     # each round: the expansion call, then one rollout call for its open new steps
     nodes = [n for t in traces for n in t.tree if n["round"] is not None]

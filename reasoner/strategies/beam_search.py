@@ -6,12 +6,18 @@ every frontier node with several sampled next steps, has the scorer score the ne
 keeps the best. Every round sends the frontier of every pool of every problem as one engine
 call, then scores all the new steps in one scorer call.
 
-- beam search: one pool of N/M beams; N first steps from the root, then each of the N/M best
-  partial solutions is expanded with M next steps (N = strategy.n, M = beam_width); a step that
-  completes a solution leaves the beam for the candidates; the search ends when N solutions
-  are complete, the beam is empty, or the depth is reached.
-- DVTS: N/M independent subtrees of width M, each greedy (it keeps its single best step), so
-  the N/M subtrees explore different solutions instead of collapsing onto one beam.
+- beam search (search-and-learn's `beam_search.py`): N first steps from the root (N =
+  strategy.n); then the N/M best open partial solutions survive (M = beam_width) and the round's
+  N samples are shared among them, M each, so the width stays N every round; when fewer than
+  N/M survive (the others completed, or were copies), the survivors are duplicated back up to N,
+  as search-and-learn does. A step that completes a solution leaves the beam for the completed
+  list; the search ends when no beam is open or the depth is reached, and the final candidates
+  are the N best-scored completed solutions (search-and-learn with `sort_completed`).
+- DVTS (search-and-learn's `diverse_verifier_tree_search.py`): N/M independent subtrees of
+  width M, each greedy (it keeps its single best step), so the N/M subtrees explore different
+  solutions instead of collapsing onto one beam. A subtree stops when its best step completes a
+  solution; the final candidates are each subtree's last round of M children (N in all), the
+  best-scored one and its M-1 siblings, as search-and-learn returns them.
 """
 
 from __future__ import annotations
@@ -54,7 +60,15 @@ class Pool:
     expand: int  # next steps sampled per frontier node this round
     keep: int
     done: bool = False
-    children: list[Node] = field(default_factory=list)  # this round's new steps
+    #: the new steps of the pool's latest round (kept once the pool is done)
+    children: list[Node] = field(default_factory=list)
+
+
+def spread(total: int, nodes: int) -> list[int]:
+    """`total` samples shared among `nodes` frontier nodes as evenly as possible, the extra
+    ones to the first (best-ranked): search-and-learn's `(active_beams * repeats)[:n]`, with
+    each node's copies sent as one request of n samples rather than n requests of one."""
+    return [total // nodes + (1 if i < total % nodes else 0) for i in range(nodes)]
 
 
 def top_by_score(nodes: Sequence[Node], keep: int) -> list[Node]:
@@ -96,9 +110,17 @@ class FrontierSearch(Strategy):
     def next_expand(self, options: StepOptions) -> int:
         """Next steps per frontier node after the first round."""
 
+    def expansion_counts(self, pool: Pool, config: StrategyConfig) -> list[int]:
+        """Next steps to sample from each frontier node of `pool` this round."""
+        return [pool.expand] * len(pool.frontier)
+
     def enough(self, completed: int, options: StepOptions, config: StrategyConfig) -> bool:
         """Whether a problem has enough complete solutions to stop early."""
         return False
+
+    def candidates(self, search: ProblemSearch, config: StrategyConfig) -> list[Node]:
+        """The complete solutions that compete for the answer: by default every one found."""
+        return list(search.state["completed"])
 
     def final_selection(self, options: StepOptions) -> Selection:
         return getattr(options, "final_selection", "max-score")
@@ -125,7 +147,7 @@ class FrontierSearch(Strategy):
 
         def finish(index: int) -> None:
             search = searches[index]
-            candidates = [node_candidate(search, n) for n in search.state["completed"]]
+            candidates = [node_candidate(search, n) for n in self.candidates(search, config)]
             if not candidates:  # stopped by the budget before any solution was complete
                 frontier = [n for p in search.state["pools"] for n in p.frontier]
                 candidates = [node_candidate(search, n) for n in frontier]
@@ -144,15 +166,16 @@ class FrontierSearch(Strategy):
             expansions, owners = [], []
             for _, search in active:
                 for pool in search.state["pools"]:
-                    pool.children = []
                     if pool.done:
                         continue
-                    for node in pool.frontier:
+                    pool.children = []
+                    counts = self.expansion_counts(pool, config)
+                    for node, count in zip(pool.frontier, counts, strict=True):
                         expansions.append(
                             Expansion(
                                 search,
                                 node,
-                                pool.expand,
+                                count,
                                 to_end=engine.last_step(node),
                                 purpose=f"expand/pool{pool.index}",
                             )
@@ -222,8 +245,15 @@ class BeamSearch(FrontierSearch):
         assert isinstance(options, BeamOptions)
         return options.beam_width
 
-    def enough(self, completed: int, options: StepOptions, config: StrategyConfig) -> bool:
-        return completed >= config.n
+    def expansion_counts(self, pool: Pool, config: StrategyConfig) -> list[int]:
+        """N samples every round, however many beams survived."""
+        return spread(config.n, len(pool.frontier))
+
+    def candidates(self, search: ProblemSearch, config: StrategyConfig) -> list[Node]:
+        """The N best-scored completed solutions, earlier ones first among equals."""
+        completed: list[Node] = search.state["completed"]
+        ranked = sorted(range(len(completed)), key=lambda i: (-rank_score(completed[i]), i))
+        return [completed[i] for i in ranked[: config.n]]
 
 
 class DVTSOptions(StepOptions):
@@ -257,3 +287,8 @@ class DVTS(FrontierSearch):
     def next_expand(self, options: StepOptions) -> int:
         assert isinstance(options, DVTSOptions)
         return options.beam_width
+
+    def candidates(self, search: ProblemSearch, config: StrategyConfig) -> list[Node]:
+        """Each subtree's last round of children: its best step and that step's siblings,
+        complete or not (search-and-learn copies the last round into M beams per subtree)."""
+        return [child for pool in search.state["pools"] for child in pool.children]

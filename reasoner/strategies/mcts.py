@@ -1,9 +1,22 @@
-"""Monte Carlo tree search over reasoning steps, batched across trees (rStar-Math).
+"""Monte Carlo tree search over reasoning steps, batched across trees (AlphaMath, rStar-Math).
 
-One simulation: select a leaf by PUCT, expand it with K sampled next steps, evaluate each new
-step, and back the values up the path. Each round runs the selection of every problem's tree
-(one leaf, or several kept apart by virtual loss), then expands all selected leaves in ONE
-engine call and evaluates all new steps in ONE scorer call.
+One simulation (`backup: leaf`, the default, as AlphaMath and rStar-Math count them): select a
+leaf by PUCT, expand it with K sampled next steps, evaluate ONE thing (the leaf: its partial
+solution by the scorer, or one rollout from it) and back that one value up the path, so every
+node on the path gains exactly one visit. Hence N(node) = 1 + sum of N(children) for every
+expanded node, unexpanded steps have N = 0, and a finished step counts one visit each time a
+simulation ends on it. The root is expanded without an evaluation (its value is never
+compared with anything) and backs up 0. With `backup: children` (the older behaviour) every
+new step is evaluated and backed up, so a parent gains K visits per simulation.
+
+PUCT's prior of a new step is a softmax over its siblings of the policy's log-prob of the step
+(`prior: logprob`, the default): the mean token log-prob at `prior_temperature` 1 reproduces
+AlphaMath's exp(cumulative_logprob / len(token_ids)) normalised over the siblings; the sum
+favours short steps. `prior: uniform` gives every sibling 1/K (the bonus then ignores the policy).
+
+Each round runs the selection of every problem's tree (one leaf, or several kept apart by
+virtual loss), then expands all selected leaves in ONE engine call and evaluates them in ONE
+scorer call.
 
 Evaluation is the scorer's score of the partial solution (a process reward model, a judge),
 or a rollout to a complete solution whose reward is the scorer's score of it or, with
@@ -52,6 +65,7 @@ from reasoner.verifiers.base import Verifier
 
 FinalSelection = Literal["max-visits", "max-value", "majority"]
 ROLLOUT_KEYS = {"rollout_policy", "rollout_temperature", "rollout_reward"}
+PRIOR_KEYS = {"prior_logprob", "prior_temperature"}
 
 
 class MCTSOptions(StepOptions):
@@ -73,6 +87,39 @@ class MCTSOptions(StepOptions):
     final_selection: FinalSelection = "max-visits"
     #: complete the chosen path greedily when it ends before an answer
     complete_chosen: bool = True
+    #: "logprob": PUCT priors from the policy's step log-probs; "uniform": 1/K per sibling
+    prior: Literal["logprob", "uniform"] = "logprob"
+    #: a step's log-prob for its prior: "mean" per token (AlphaMath) or "sum" (favours short)
+    prior_logprob: Literal["mean", "sum"] = "mean"
+    #: temperature of the softmax over siblings' step log-probs; higher flattens the priors
+    prior_temperature: float = Field(1.0, gt=0)
+    #: "leaf": one value (the selected leaf's) backed up per simulation; "children": all K
+    backup: Literal["leaf", "children"] = "leaf"
+
+
+def step_logprob(
+    completion: Completion, how: Literal["mean", "sum"], chars: int | None = None
+) -> float | None:
+    """The log-prob of a sampled step: summed over its tokens, or their mean. `chars`: only the
+    tokens that write the first `chars` characters (a continuation sample's first step).
+    None when the backend returned no log-probs."""
+    if not completion.logprobs:
+        return None
+    values, written = [], 0
+    for token in completion.logprobs:
+        if chars is not None and written >= chars:
+            break
+        values.append(token.logprob)
+        written += len(token.token)
+    return sum(values) / len(values) if how == "mean" else sum(values)
+
+
+def softmax_priors(logprobs: Sequence[float], temperature: float) -> list[float]:
+    """Siblings' priors: a softmax of their step log-probs at `temperature`."""
+    top = max(logprobs)
+    weights = [math.exp((lp - top) / temperature) for lp in logprobs]
+    total = sum(weights)
+    return [w / total for w in weights]
 
 
 def puct(q: float, prior: float, parent_visits: int, child_visits: int, c_puct: float) -> float:
@@ -152,6 +199,12 @@ class MCTS(Strategy):
                 f"strategy.options.{stray[0]} applies to evaluation: rollout, but "
                 "strategy.options.evaluation is 'scorer'"
             )
+        stray = sorted(PRIOR_KEYS & options.model_fields_set)
+        if options.prior == "uniform" and stray:
+            raise ConfigError(
+                f"strategy.options.{stray[0]} applies to prior: logprob, but "
+                "strategy.options.prior is 'uniform'"
+            )
         error = temperature_error(
             self.name, config.sampling.temperature, options.expand_k, "next steps"
         )
@@ -163,8 +216,9 @@ class MCTS(Strategy):
 
     # -- one round ------------------------------------------------------------------------
     def select(self, search: ProblemSearch, options: MCTSOptions) -> list[Node]:
-        """Up to `leaves_per_tree` distinct unexpanded leaves under virtual loss; a terminal
-        leaf reached on the way is a finished simulation, backed up at once."""
+        """Up to `leaves_per_tree` distinct leaves under virtual loss: unexpanded steps, and
+        finished steps not yet evaluated; a finished step already evaluated is a finished
+        simulation, backed up at once."""
         tree, state = search.tree, search.state
         leaves: list[Node] = []
         while state["simulations"] < options.simulations and len(leaves) < options.leaves_per_tree:
@@ -172,8 +226,8 @@ class MCTS(Strategy):
             if any(leaf is pending for pending in leaves):  # all paths lead to a pending leaf
                 break
             state["simulations"] += 1
-            if leaf.terminal:
-                backup(tree, leaf, leaf.reward or 0.0)
+            if leaf.terminal and leaf.reward is not None:
+                backup(tree, leaf, leaf.reward)
                 continue
             leaves.append(leaf)
             virtual_loss(tree, leaf, options.virtual_loss)
@@ -186,7 +240,11 @@ class MCTS(Strategy):
     ) -> Expansion:
         continuation = options.evaluation == "rollout" and options.rollout_policy == "continuation"
         return Expansion(
-            search, leaf, options.expand_k, to_end=engine.last_step(leaf) or continuation
+            search,
+            leaf,
+            options.expand_k,
+            to_end=engine.last_step(leaf) or continuation,
+            logprobs=options.prior == "logprob",
         )
 
     def add_children(
@@ -196,10 +254,10 @@ class MCTS(Strategy):
         options: MCTSOptions,
         engine: StepEngine,
     ) -> list[Node]:
-        """The new steps, with uniform priors; a continuation sample is split at its first
+        """The new steps, with their priors; a continuation sample is split at its first
         delimiter into the step and its rollout."""
         leaf, delimiter = expansion.node, options.delimiter
-        children = []
+        children, logprobs = [], []
         for completion in completions:
             text = completion.text
             split = (
@@ -220,9 +278,26 @@ class MCTS(Strategy):
             else:
                 child = engine.add_step(expansion, completion)
             children.append(child)
-        for child in children:
-            child.prior = 1.0 / len(children)
+            logprobs.append(
+                step_logprob(completion, options.prior_logprob, len(step) if split else None)
+            )
+        self.set_priors(children, logprobs, options)
         return children
+
+    def set_priors(
+        self, children: list[Node], logprobs: list[float | None], options: MCTSOptions
+    ) -> None:
+        """Softmax priors over the siblings' step log-probs; uniform where the prior is
+        uniform or the backend returned no log-probs."""
+        known = [lp for lp in logprobs if lp is not None]
+        if options.prior == "uniform" or not children or len(known) < len(children):
+            for child in children:
+                child.prior = 1.0 / len(children)
+            return
+        for child, prior in zip(
+            children, softmax_priors(known, options.prior_temperature), strict=True
+        ):
+            child.prior = prior
 
     def rollouts(
         self,
@@ -273,6 +348,45 @@ class MCTS(Strategy):
                 node.score = None if failed else verdict.score
             if failed:
                 node.score_error = verdict.feedback or "evaluation error"
+
+    def leaf_text(self, tree: Tree, leaf: Node, children: list[Node], options: MCTSOptions) -> str:
+        """What evaluates a selected leaf (`backup: leaf`): its partial solution (scorer), or
+        one rollout from it: the first of its continuation samples (a sample of the policy
+        from the leaf), or its own greedy / sampled rollout."""
+        if options.evaluation == "scorer" or leaf.terminal:
+            return leaf.solution
+        if options.rollout_policy == "continuation" and children:
+            return rollout_text(tree, children[0])
+        return rollout_text(tree, leaf)
+
+    def evaluate_leaves(
+        self,
+        items: Sequence[tuple[ProblemSearch, Node, str]],
+        options: MCTSOptions,
+        scorer: Verifier | None,
+        verifier: Verifier,
+    ) -> None:
+        """Each selected leaf's reward from its text, in one scorer (or verifier) call."""
+        if not items:
+            return
+        if options.evaluation == "scorer" or options.rollout_reward == "scorer":
+            assert scorer is not None
+            verdicts = score_texts(scorer, [(s, text) for s, _, text in items])
+        else:  # the oracle: the run verifier with the gold answer
+            verdicts = verifier.verify_batch(
+                [(s.problem, Completion(t, "stop", s.prompt_tokens, 0)) for s, _, t in items]
+            )
+            for s, _, _ in items:
+                s.usage.verifier_calls += 1
+        for (_, node, text), verdict in zip(items, verdicts, strict=True):
+            failed = verdict.status == "error"
+            node.reward = 0.0 if failed else verdict.score
+            if failed:
+                node.score_error = verdict.feedback or "evaluation error"
+            elif text == node.solution and (
+                options.evaluation == "scorer" or options.rollout_reward == "scorer"
+            ):
+                node.score = verdict.score
 
     # -- the answer ---------------------------------------------------------------------------
     def complete_solutions(self, search: ProblemSearch) -> list[Candidate]:
@@ -354,9 +468,13 @@ class MCTS(Strategy):
                 Expansion(s, s.state["complete_from"], 1, True, 0.0, "complete")
                 for _, s in completing
             ]
+            selected: list[tuple[ProblemSearch, Node, list[Node]]] = []
             for search in searching:
-                leaves = self.select(search, options)
-                expansions += [self.expansion(search, leaf, options, engine) for leaf in leaves]
+                for leaf in self.select(search, options):
+                    if leaf.terminal:  # a finished step, evaluated below, not expanded
+                        selected.append((search, leaf, []))
+                    else:
+                        expansions.append(self.expansion(search, leaf, options, engine))
             results = engine.generate(expansions)
             new: list[tuple[ProblemSearch, Node]] = []
             for expansion, completions in zip(expansions, results, strict=True):
@@ -364,6 +482,7 @@ class MCTS(Strategy):
                     continue
                 children = self.add_children(expansion, completions, options, engine)
                 new += [(expansion.search, child) for child in children]
+                selected.append((expansion.search, expansion.node, children))
             done = len(completing)
             for (index, search), expansion, completions in zip(
                 completing, expansions[:done], results[:done], strict=True
@@ -372,9 +491,26 @@ class MCTS(Strategy):
                 node.finish = True
                 search.state["complete_from"] = None
                 emit(index, self.conclude(search, options, verifier, may_complete=False))
+            if options.backup == "children":
+                if options.evaluation == "rollout" and options.rollout_policy != "continuation":
+                    self.rollouts(new, options, engine)
+                self.evaluate(new, options, scorer, verifier)
+                for search, node in new:
+                    backup(search.tree, node, node.reward or 0.0)
+                continue
+            # one value per simulation: the selected leaf's (the root's is never compared)
+            evaluated = [(s, leaf, kids) for s, leaf, kids in selected if leaf.parent is not None]
             if options.evaluation == "rollout" and options.rollout_policy != "continuation":
-                self.rollouts(new, options, engine)
-            self.evaluate(new, options, scorer, verifier)
-            for search, node in new:
-                backup(search.tree, node, node.reward or 0.0)
+                self.rollouts([(s, leaf) for s, leaf, _ in evaluated], options, engine)
+            self.evaluate_leaves(
+                [
+                    (s, leaf, self.leaf_text(s.tree, leaf, kids, options))
+                    for s, leaf, kids in evaluated
+                ],
+                options,
+                scorer,
+                verifier,
+            )
+            for search, leaf, _ in selected:
+                backup(search.tree, leaf, leaf.reward or 0.0)
         return [t for t in traces if t is not None]

@@ -7,11 +7,15 @@ oracle (the math verifier's feedback reads "expected 18, got 16"), and a loop th
 oracle passes reports pass@k, not accuracy. With an oracle, `feedback_detail: verdict` shows the
 model only that it was wrong, not the checker's text.
 
-A refine turn continues the chat: the original prompt, the previous attempt as the assistant's
-turn, then the refine prompt's user turn with the feedback, so the prompt's prefix is shared with
-round 0 and served from the prefix cache. Each round is one engine call for every problem still
-refining; a problem stops when its check passes, after `max_rounds` refinements, or once its
-budget is spent. The run's verifier grades every round (Trace.steps) but never steers the loop.
+A refine turn continues the chat: the original prompt, then each earlier attempt as an assistant
+turn followed by the refine prompt's user turn with that attempt's feedback. With `history:
+full` (the default) every earlier attempt and its feedback stay in the chat, as Self-Refine
+(Madaan et al., 2023) keeps the whole history in its refine prompt, so the model sees what it
+already tried; `history: last` shows only the latest attempt and its feedback. Either way the
+prompt's prefix is shared with the previous round and served from the prefix cache. Each round
+is one engine call for every problem still refining; a problem stops when its check passes,
+after `max_rounds` refinements, or once its budget is spent. The run's verifier grades every
+round (Trace.steps) but never steers the loop.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ class Options(BaseModel):
     #: a checker that failed (`error`) is no pass: refine anyway, or stop the problem there
     on_feedback_error: Literal["refine", "stop"] = "refine"
     refine_prompt: str = "math_refine"
+    #: "full": every earlier attempt and its feedback (Madaan et al.); "last": only the latest
+    history: Literal["full", "last"] = "full"
 
 
 @dataclass
@@ -80,8 +86,8 @@ class _Problem:
     usage: Usage = field(default_factory=Usage)
     steps: list[Step] = field(default_factory=list)
     tree: list[dict[str, Any]] = field(default_factory=list)
-    last_text: str = ""
-    last_feedback: Verdict | None = None
+    #: every attempt so far and the checker's verdict on it, oldest first
+    attempts: list[tuple[str, Verdict]] = field(default_factory=list)
 
 
 def load_refine_prompt(name: str) -> PromptTemplate:
@@ -95,18 +101,21 @@ def refine_messages(
     prompt: PromptTemplate,
     refine: PromptTemplate,
     problem: Problem,
-    attempt: str,
-    feedback: Verdict,
+    attempts: Sequence[tuple[str, Verdict]],
     detail: Literal["text", "verdict"],
 ) -> tuple[ChatMessage, ...]:
-    """The first prompt, the previous attempt, and the refine prompt's user turn (its system
-    part, if it has one, is not used: the conversation already has the first prompt's)."""
-    turn = refine.render(
-        problem,
-        feedback=feedback.feedback if detail == "text" else "",
-        status=feedback.status,
-    )[-1]
-    return (*prompt.render(problem), ChatMessage("assistant", attempt), turn)
+    """The first prompt, then each attempt as the assistant's turn followed by the refine
+    prompt's user turn with its feedback (the refine prompt's system part, if it has one, is
+    not used: the conversation already has the first prompt's)."""
+    messages = list(prompt.render(problem))
+    for attempt, feedback in attempts:
+        turn = refine.render(
+            problem,
+            feedback=feedback.feedback if detail == "text" else "",
+            status=feedback.status,
+        )[-1]
+        messages += [ChatMessage("assistant", attempt), turn]
+    return tuple(messages)
 
 
 def stop_reason(feedback: Verdict, round_: int, options: Options, spent: bool) -> StopReason | None:
@@ -211,7 +220,7 @@ class SelfRefine(Strategy):
                 if not reuse:
                     charge_scorer(state.usage, [checked[k]])
                 state.steps.append(Step(requests[k], [completions[k]], [graded[k]]))
-                state.last_text, state.last_feedback = completions[k].text, checked[k]
+                state.attempts.append((completions[k].text, checked[k]))
                 reason = stop_reason(
                     checked[k], round_, options, config.budget.exhausted(state.usage)
                 )
@@ -239,14 +248,10 @@ class SelfRefine(Strategy):
             messages = config.prompt.render(problem)
             seed = problem_seed(config.seed, problem.id)
         else:
-            assert state.last_feedback is not None
+            assert state.attempts
+            shown = state.attempts if options.history == "full" else state.attempts[-1:]
             messages = refine_messages(
-                config.prompt,
-                refine,
-                problem,
-                state.last_text,
-                state.last_feedback,
-                options.feedback_detail,
+                config.prompt, refine, problem, shown, options.feedback_detail
             )
             seed = problem_seed(config.seed, f"{problem.id}/refine-{round_}")
         return GenerationRequest(

@@ -209,6 +209,7 @@ class Expansion:
     to_end: bool = False
     temperature: float | None = None  # None: the run's sampling temperature
     purpose: str = "expand"  # part of the request's seed: a node's rollout is not its step
+    logprobs: bool = False  # ask for the sampled tokens' log-probs (MCTS priors)
 
 
 class StepEngine:
@@ -240,6 +241,7 @@ class StepEngine:
                 else (self.options.step_max_tokens or s.max_tokens),
                 stop=tuple(dict.fromkeys(stop)),
                 seed=problem_seed(self.config.seed, seed_key),
+                logprobs=0 if expansion.logprobs else s.logprobs,
             ),
         )
 
