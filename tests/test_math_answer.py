@@ -37,7 +37,8 @@ def verifier() -> Iterator[MathAnswerVerifier]:
         (r"\boxed{\{1, 2\}}", r"\{1, 2\}"),
         (r"\fbox{7}", "7"),
         (r"\boxed{5} but the answer is 6", "5"),
-        (r"\boxed{12", "12"),  # unclosed box: falls through to the last number
+        # an unclosed box is a truncated answer (`\boxed{12` may have been `\boxed{12\sqrt{3}}`)
+        (r"\boxed{12", None),
         ("Adding up...\n#### 1,234", "1234"),
         ("#### $18", "18"),
         ("So the answer is 18.", "18"),
