@@ -311,7 +311,7 @@ def _expr_span(match: re.Match[str], text: str) -> str | None:
     if _is_fragment(text, start, end):
         return None
     if "expr" in groups:  # `**18**.` matches as the "expression" `18**`
-        return _tidy_number(groups["expr"].strip().strip("*").rstrip(".").strip())
+        return _tidy_number(groups["expr"].strip().rstrip(".*").rstrip())
     integer = next((v for k, v in groups.items() if k.startswith("integer")), "")
     decimal = next((v for k, v in groups.items() if k.startswith("decimal")), "")
     negative = integer.startswith("-")
