@@ -116,7 +116,10 @@ def test_extract_answer_is_linear_on_pathological_input() -> None:
         ("2, 3", "The answer is 3 and 2."),
         ("1,-2", r"\boxed{-2} \text{ and } \boxed{1}"),
         (r"\{1,2,3\}", r"\boxed{1}, \boxed{2}, \boxed{3}"),
-        ("10455", r"\boxed{255}. Final Answer: The final answer is $10,455$. I hope it is correct."),
+        (
+            "10455",
+            r"\boxed{255}. Final Answer: The final answer is $10,455$. I hope it is correct.",
+        ),
         ("0.4", ".4"),
         (r"\text{odd}", "$odd$"),
         ("0.4", r"The answer is $\boxed{0.4}$"),
