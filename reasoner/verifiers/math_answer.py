@@ -209,6 +209,8 @@ def _bare_answer(text: str) -> str | None:
 
 
 def _is_bare(line: str) -> bool:
+    """No prose: no word of two letters or more outside LaTeX commands and their text
+    arguments, unless the whole line is one word (`odd`, `Even`)."""
     if not line:
         return False
     words = _WORD.findall(_LATEX_COMMAND.sub(" ", _TEXT_ARGUMENT.sub(" ", line)))
@@ -217,8 +219,8 @@ def _is_bare(line: str) -> bool:
 
 def _clean(phrase: str) -> str:
     """Strips the wrapping models put around an answer: markdown bold, math delimiters, a period.
-    A number followed by words is the number ("18 dollars") only when no other number follows:
-    "8 hours and 30 minutes" stays whole, so it cannot pass for 8."""
+    A number followed by words is the number ("18 dollars", "4 since 2 + 2 = 4"), except a
+    quantity in two units: "8 hours and 30 minutes" stays whole, so it cannot pass for 8."""
     answer = phrase
     for _ in range(2):  # the wrappings nest either way round: **$18$.** and $**18**$.
         answer = _unwrap_math(answer.strip().strip("*").rstrip(".").strip())
