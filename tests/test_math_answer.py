@@ -243,3 +243,11 @@ def test_registry() -> None:
         assert isinstance(v, MathAnswerVerifier)
     with pytest.raises(ValueError, match=r"unknown verifier 'maths'; choose one of: .*\bmath\b"):
         load("maths")
+
+
+def test_plain_decimals_are_decided_without_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    with MathAnswerVerifier(timeout_s=0.5, workers=1) as v:
+        monkeypatch.setattr(v, "_check", hang)  # any worker call would time out
+        assert v.verify(_problem("1234.5"), _completion("#### 1,234.50")).status == "correct"
+        assert v.verify(_problem("18"), _completion("#### 17")).status == "incorrect"
+        assert v.verify(_problem(r"\frac{1}{2}"), _completion("#### 0.5")).status == "error"

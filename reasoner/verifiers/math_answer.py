@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
+from decimal import Decimal
 from typing import Any
 
 from reasoner.types import Completion, Problem, Verdict, VerdictStatus
@@ -75,6 +76,7 @@ _FRAGMENT_BEFORE = frozenset("{([^_<>|/*+-&")
 _FRAGMENT_AFTER = frozenset("^_}\\&")
 # `1000,99` and `0,111` can only be decimals; `1,2` in a box is a list, `1,234` a thousand.
 _DECIMAL_COMMA = re.compile(r"-?(?:0|[1-9]\d{3,}),\d+")
+_DECIMAL = re.compile(r"-?\d+(?:\.\d+)?")
 _MATHRM_LETTER = re.compile(r"\\mathrm\{([A-Za-z])\}")
 
 
@@ -345,6 +347,17 @@ def _normalize(answer: str) -> str:
     return "0" if compact == "-0" else compact
 
 
+def _plain_decimals_equal(a: str, b: str) -> bool | None:
+    """Whether two answers are the same number, decided here when both are plain decimals
+    (`1,234.50` and `1234.5`); None when either needs math-verify."""
+    na, nb = _normalize(a), _normalize(b)
+    if na == nb:
+        return True
+    if _DECIMAL.fullmatch(na) and _DECIMAL.fullmatch(nb):
+        return Decimal(na) == Decimal(nb)
+    return None
+
+
 # Everything below runs inside the worker process.
 
 
@@ -438,8 +451,11 @@ class MathAnswerVerifier(Verifier):
         details: dict[str, Any] = {"gold": gold, "extracted": predicted}
         if predicted is None:
             return Verdict("incorrect", 0.0, "no answer found", None, details)
-        if _normalize(predicted) == _normalize(gold):
-            return Verdict("correct", 1.0, f"expected {gold}, got {predicted}", predicted, details)
+        same = _plain_decimals_equal(predicted, gold)
+        if same is not None:  # most GSM8K answers: no worker round trip
+            plain_status: VerdictStatus = "correct" if same else "incorrect"
+            plain_feedback = f"expected {gold}, got {predicted}"
+            return Verdict(plain_status, float(same), plain_feedback, predicted, details)
         try:
             same = self._pool.call(self._check, gold, predicted, timeout=self.timeout_s)
         except VerifierTimeout:
@@ -456,12 +472,9 @@ class MathAnswerVerifier(Verifier):
     def equivalent(self, problem: Problem, a: str, b: str) -> bool:
         """Unknown counts as different: a wrong split costs a vote, a wrong merge can pick
         the wrong answer."""
-        na, nb = _normalize(a), _normalize(b)
-        if na == nb:
-            return True
-        if _PLAIN_NUMBER.fullmatch(na) and _PLAIN_NUMBER.fullmatch(nb):
-            # two plain decimals: no worker round trip needed (votes compare many such pairs)
-            return float(na) == float(nb)
+        same = _plain_decimals_equal(a, b)
+        if same is not None:  # votes compare many such pairs
+            return same
         try:
             return bool(self._pool.call(self._same, a, b, timeout=self.timeout_s))
         except Exception:  # a failed check is "not shown equal"
