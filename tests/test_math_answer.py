@@ -37,7 +37,8 @@ def verifier() -> Iterator[MathAnswerVerifier]:
         (r"\boxed{\{1, 2\}}", r"\{1, 2\}"),
         (r"\fbox{7}", "7"),
         (r"\boxed{5} but the answer is 6", "5"),
-        (r"\boxed{12", "12"),  # unclosed box: falls through to the last number
+        # an unclosed box is a truncated answer (`\boxed{12` may have been `\boxed{12\sqrt{3}}`)
+        (r"\boxed{12", None),
         ("Adding up...\n#### 1,234", "1234"),
         ("#### $18", "18"),
         ("So the answer is 18.", "18"),
@@ -57,6 +58,34 @@ def verifier() -> Iterator[MathAnswerVerifier]:
         ("<think>truncated 5 5 5", None),
         ("no digits here", None),
         ("", None),
+        # a final-answer sentence beats an earlier intermediate box
+        (
+            r"so $\boxed{255}$ more. Total $10,455. Final Answer: The final answer is $10,455$. "
+            "I hope it is correct.",
+            "10455",
+        ),
+        ("Final Answer: Jane started growing Sphere 3 hours ago. I hope it is correct.", "3"),
+        (r"the answer is \boxed{5}. Final answer: $4$. Wait, \boxed{6}", "6"),
+        # several final boxes are one answer
+        (r"\boxed{-2} \text{ and } \boxed{1}", "-2, 1"),
+        (r"\boxed{1}, \boxed{2}, \boxed{3}", "1, 2, 3"),
+        (r"$y_1 = \boxed{x+1}$ and $y_2 = \boxed{x-1}$", "x+1, x-1"),
+        (r"First \boxed{3}. Checking again, it is \boxed{5}.", "5"),
+        (r"\boxed{\boxed{8}}", "8"),
+        # no fragment of an expression is an answer
+        (r"$\frac{1+\sqrt{5}}{2}$", r"\frac{1+\sqrt{5}}{2}"),
+        (r"so it is \frac{1+\sqrt{5}}{2} then", None),
+        ("the pair is (7, 6) here", None),
+        (r"so x \geq 5 holds", None),
+        (r"it is $1 \times 10^3$", r"1 \times 10^3"),
+        (r"a bare \frac{10}{9}", r"\frac{10}{9}"),
+        # bare answers
+        (".4", ".4"),
+        ("$odd$", "odd"),
+        ("x^2 + 2*x + 1", "x^2 + 2*x + 1"),
+        ("So the total is **18**.", "18"),
+        ("The answer is 8 hours and 30 minutes.", "8 hours and 30 minutes"),
+        ("The answer is 4 since 2 + 2 = 4.", "4"),
     ],
 )
 def test_extract_answer(text: str, expected: str | None) -> None:
@@ -85,6 +114,19 @@ def test_extract_answer_is_linear_on_pathological_input() -> None:
         (r"\{1,2\}", r"\boxed{\{2, 1\}}"),
         ("(1,2)", r"\boxed{(1, 2)}"),
         ("2, 3", "The answer is 3 and 2."),
+        ("1,-2", r"\boxed{-2} \text{ and } \boxed{1}"),
+        (r"\{1,2,3\}", r"\boxed{1}, \boxed{2}, \boxed{3}"),
+        (
+            "10455",
+            r"\boxed{255}. Final Answer: The final answer is $10,455$. I hope it is correct.",
+        ),
+        ("0.4", ".4"),
+        (r"\text{odd}", "$odd$"),
+        ("0.4", r"The answer is $\boxed{0.4}$"),
+        (r"x^2+2x+1", "x^2 + 2*x + 1"),
+        ("1000.99", "1000,99"),
+        ("(7,6)", "So the pair is $(7, 6)$."),
+        (r"\text{E}", "$E$"),
     ],
 )
 def test_equivalent_answers_are_correct(verifier: MathAnswerVerifier, gold: str, text: str) -> None:
@@ -96,7 +138,24 @@ def test_equivalent_answers_are_correct(verifier: MathAnswerVerifier, gold: str,
 
 @pytest.mark.parametrize(
     ("gold", "text"),
-    [("18", "#### 17"), ("(1,2)", r"\boxed{(2,1)}"), (r"\frac{1}{2}", r"\boxed{\frac{1}{3}}")],
+    [
+        ("18", "#### 17"),
+        ("(1,2)", r"\boxed{(2,1)}"),
+        (r"\frac{1}{2}", r"\boxed{\frac{1}{3}}"),
+        # the fragments a last-number fallback used to read
+        ("2", r"so $\frac{1+\sqrt{5}}{2}$"),
+        ("1", "$-[0,1)$"),
+        ("6", "the solution is (7, 6)"),
+        ("3", r"it is $1 \times 10^3$"),
+        ("9", r"a bare \frac{10}{9}"),
+        ("5", r"so x \geq 5"),
+        ("1", r"$\begin{pmatrix} 1 \\ 0 \end{pmatrix}$"),
+        # plain-text false positives
+        ("8", "The answer is 8 hours and 30 minutes."),
+        ("1/7", r"\boxed{0.142857}"),
+        ("1, 2", r"\boxed{1}"),
+        ("3", r"\boxed{3}\n\nFinal Answer: The final answer is $4$. I hope it is correct."),
+    ],
 )
 def test_wrong_answers_are_incorrect(verifier: MathAnswerVerifier, gold: str, text: str) -> None:
     verdict = verifier.verify(_problem(gold), _completion(text))
@@ -184,3 +243,11 @@ def test_registry() -> None:
         assert isinstance(v, MathAnswerVerifier)
     with pytest.raises(ValueError, match=r"unknown verifier 'maths'; choose one of: .*\bmath\b"):
         load("maths")
+
+
+def test_plain_decimals_are_decided_without_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    with MathAnswerVerifier(timeout_s=0.5, workers=1) as v:
+        monkeypatch.setattr(v, "_check", hang)  # any worker call would time out
+        assert v.verify(_problem("1234.5"), _completion("#### 1,234.50")).status == "correct"
+        assert v.verify(_problem("18"), _completion("#### 17")).status == "incorrect"
+        assert v.verify(_problem(r"\frac{1}{2}"), _completion("#### 0.5")).status == "error"
