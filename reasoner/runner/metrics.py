@@ -174,9 +174,7 @@ def at_k_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         counts[str(k)] = len(eligible)
         pass_k[str(k)] = sum(pass_at_k(len(c), sum(c), k) for c, _, _ in eligible) / len(eligible)
         if k in k_values(largest):
-            maj_k[str(k)] = sum(maj_at_k_correct(cl, c, k) for c, cl, _ in eligible) / len(
-                eligible
-            )
+            maj_k[str(k)] = sum(maj_at_k_correct(cl, c, k) for c, cl, _ in eligible) / len(eligible)
     return {
         "samples_per_problem": largest,
         "samples_per_problem_min": min(sizes),

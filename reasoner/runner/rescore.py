@@ -181,7 +181,11 @@ def rescore_folder(folder: Path) -> Rescored:
             for a, b in zip(old_step["verdicts"], new_step["verdicts"], strict=True):
                 result.samples += 1
                 result.samples_changed += a["status"] != b["status"]
-                if b["status"] == "error" and a["status"] != "error" and pid not in result.new_errors:
+                if (
+                    b["status"] == "error"
+                    and a["status"] != "error"
+                    and pid not in result.new_errors
+                ):
                     result.new_errors.append(pid)
     return result
 
@@ -205,7 +209,9 @@ def rescore_row(
         inputs = [Completion.from_dict(c) for c in completions]
     elif method == "printed-vote":
         inputs = [
-            None if "printed" not in v["details"] else Completion(v["details"]["printed"], "stop", 0, 0)
+            None
+            if "printed" not in v["details"]
+            else Completion(v["details"]["printed"], "stop", 0, 0)
             for v in old_samples
         ]
     else:
