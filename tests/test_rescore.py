@@ -211,3 +211,22 @@ def test_find_runs_descends_into_loops_and_names_what_it_skips(
     empty.mkdir()
     with pytest.raises(ReasonerError, match="no eval run folder"):
         rescore.find_runs([empty])
+
+
+def test_self_refine_regrades_the_last_round_and_counts_it_alone(tmp_path: Path) -> None:
+    problem = Problem("p", "q", "9")
+    rounds = [
+        Step(REQUEST, [Completion(t, "stop", 5, 7)], [_stale(None)]) for t in ("#### 8", "#### 9")
+    ]
+    final = Verdict("incorrect", 0.0, "stale", None, {"rounds": 2, "stop": "max_rounds"})
+    trace = Trace(problem, rounds, None, final, Usage(), clusters=[0, 1])
+    folder = _write_run(tmp_path / "refine", "self-refine", 1, [trace])
+    (folder.path / "results.jsonl").open("a").write('{"torn": ')  # a row being written
+    before = folder.results_path.read_bytes()
+    result = rescore.rescore_folder(folder.path)
+    assert folder.results_path.read_bytes() == before  # reading does not cut the torn line
+    row = result.rows[0]
+    assert row["candidates"] == [1]
+    assert (row["prediction"], row["verdict"]["status"]) == ("9", "correct")
+    assert row["verdict"]["details"]["stop"] == "max_rounds"
+    assert "pass@k" not in summarize(result.rows)  # one candidate: accuracy says it all

@@ -146,7 +146,7 @@ def rescore_folder(folder: Path) -> Rescored:
     config = load_config(folder)
     method = rescore_method(config.strategy.name)
     run = RunFolder(folder)
-    rows = run.load_results()
+    rows = _read_rows(run.results_path)
     if not rows:
         raise ReasonerError(f"{run.results_path}: no finished problems to re-score")
     old_summary = json.loads(run.summary_path.read_text()) if run.summary_path.is_file() else {}
@@ -190,6 +190,21 @@ def rescore_folder(folder: Path) -> Rescored:
     return result
 
 
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """The finished rows, read without touching the file (RunFolder.load_results cuts a torn
+    last line off, which a dry run must not do)."""
+    rows = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):
+                break  # a line being written, or cut short by a kill
+            try:
+                rows.append(json.loads(raw))
+            except json.JSONDecodeError as exc:
+                raise ReasonerError(f"{path}:{number}: not a JSON row ({exc})") from None
+    return rows
+
+
 def rescore_row(
     row: dict[str, Any], verifier: Verifier, method: Method, strategy: str
 ) -> dict[str, Any]:
@@ -225,9 +240,10 @@ def rescore_row(
     old_final = row["verdict"]
     if method in ("vote", "printed-vote"):
         winner = majority_cluster(clusters, len(clusters))
-        final = samples[0] if winner is None else samples[clusters.index(winner)]
-        if not samples:
+        if not samples:  # the engine returned nothing: the saved verdict stands
             final = Verdict.from_dict(old_final)
+        else:  # with no answer among the samples, the first sample's verdict stands
+            final = samples[0] if winner is None else samples[clusters.index(winner)]
         prediction = final.answer
     elif method == "execute":
         prediction = row["prediction"]
