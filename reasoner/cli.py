@@ -349,13 +349,14 @@ def main(argv: list[str] | None = None) -> int:
         "--by", help="comma-separated metadata keys to break accuracy down by (default: detected)"
     )
     from reasoner.loops import cli as iterate
-    from reasoner.runner import compare, show
+    from reasoner.runner import compare, rescore, show
     from reasoner.serving import cli as serve
     from reasoner.training import cli as train
 
     extensions = {
         "compare": compare,
         "show": show,
+        "rescore": rescore,
         "train": train,
         "iterate": iterate,
         "serve": serve,

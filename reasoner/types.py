@@ -174,8 +174,10 @@ class Trace:
     """Everything a strategy did for one problem, and its final answer.
 
     `prediction` is the strategy's chosen answer and `verdict` that answer's verdict; `samples`
-    holds one verdict per sampled completion (for pass@k) and `clusters` the answer-equivalence
-    class of each sample (for maj@k).
+    holds one verdict per sampled completion and `clusters` the answer-equivalence class of
+    each sample. `candidates` names the samples that pass@k and maj@k count (indices into
+    `samples`), for a strategy whose samples are not all draws of one question: execute-and-vote
+    counts its first-round programs, not their repairs. None means every sample counts.
     """
 
     problem: Problem
@@ -186,6 +188,7 @@ class Trace:
     clusters: list[int] = field(default_factory=list)
     #: a search strategy's tree: one dict per node (id, parent, text, score, visits, ...)
     tree: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[int] | None = None
 
     @property
     def samples(self) -> list[Verdict]:
@@ -200,4 +203,5 @@ class Trace:
             "usage": self.usage.to_dict(),
             "steps": [s.to_dict() for s in self.steps],
             **({"tree": self.tree} if self.tree else {}),
+            **({"candidates": self.candidates} if self.candidates is not None else {}),
         }

@@ -66,8 +66,21 @@ def test_k_values() -> None:
     assert k_values(1) == [1]
 
 
-def _row(status: str, sample_statuses: list[str], clusters: list[int]) -> dict[str, object]:
-    return {
+def _row(
+    status: str,
+    sample_statuses: list[str],
+    clusters: list[int],
+    candidates: list[int] | None = None,
+    steps: list[int] | None = None,
+) -> dict[str, object]:
+    """A results row; `steps` splits the samples into engine requests (one by default)."""
+    sizes = steps or [len(sample_statuses)]
+    verdicts = [{"status": s} for s in sample_statuses]
+    split, start = [], 0
+    for size in sizes:
+        split.append({"verdicts": verdicts[start : start + size]})
+        start += size
+    row: dict[str, object] = {
         "problem": {"id": "x"},
         "prediction": None if status == "incorrect" and clusters == [-1] * len(clusters) else "1",
         "verdict": {"status": status},
@@ -78,14 +91,17 @@ def _row(status: str, sample_statuses: list[str], clusters: list[int]) -> dict[s
             "engine_calls": 1,
             "verifier_calls": 2,
         },
-        "steps": [{"verdicts": [{"status": s} for s in sample_statuses]}],
+        "steps": split,
     }
+    if candidates is not None:
+        row["candidates"] = candidates
+    return row
 
 
-def test_summarize_counts_errors_apart_from_wrong_answers() -> None:
+def test_summarize_leaves_verifier_errors_out_of_every_denominator() -> None:
     rows = [
         _row("correct", ["correct", "incorrect"], [0, 1]),
-        _row("incorrect", ["incorrect", "incorrect"], [0, 0]),
+        _row("incorrect", ["incorrect", "error"], [0, 1]),
         _row("error", ["error", "correct"], [0, 1]),
     ]
     summary = summarize(rows)
@@ -93,13 +109,76 @@ def test_summarize_counts_errors_apart_from_wrong_answers() -> None:
     assert summary["scored"] == 2
     assert summary["accuracy"] == pytest.approx(0.5)
     assert summary["verifier_errors"] == 1
-    assert summary["sample_verifier_errors"] == 1
-    # pass@1: (1/2 + 0 + 1/2) / 3; pass@2: (1 + 0 + 1) / 3
-    assert summary["pass@k"]["1"] == pytest.approx(1 / 3)
-    assert summary["pass@k"]["2"] == pytest.approx(2 / 3)
-    # maj@2: ties go to the first sample's class: correct, incorrect, error(first) -> 1/3
-    assert summary["maj@k"]["2"] == pytest.approx(1 / 3)
+    # the third problem is out, as in accuracy; the second's error sample counts as not correct
+    assert summary["candidate_errors"] == 1
+    assert summary["at_k_problems"] == {"1": 2, "2": 2}
+    # pass@1: (1/2 + 0) / 2; pass@2: (1 + 0) / 2
+    assert summary["pass@k"]["1"] == pytest.approx(1 / 4)
+    assert summary["pass@k"]["2"] == pytest.approx(1 / 2)
+    # maj@2: a 1-1 tie goes to the first sample's class: correct, incorrect -> 1/2
+    assert summary["maj@k"]["2"] == pytest.approx(1 / 2)
+    assert "verifier error" in summary["at_k_denominator"]
     assert summary["tokens"]["completion"] == 60
+
+
+def test_pass_and_maj_at_k_use_each_problems_own_n() -> None:
+    rows = [
+        # n=2, c=1
+        _row("correct", ["correct", "incorrect"], [0, 1]),
+        # n=4, c=2; classes a a b b: maj@4 tie -> a (correct), maj@2 -> a
+        _row("correct", ["correct", "correct", "incorrect", "incorrect"], [0, 0, 1, 1]),
+        # n=3, c=1; classes b b a: maj@2 -> b (wrong), maj@3 -> b
+        _row("incorrect", ["incorrect", "incorrect", "correct"], [1, 1, 0]),
+    ]
+    summary = summarize(rows)
+    assert (summary["samples_per_problem"], summary["samples_per_problem_min"]) == (4, 2)
+    assert summary["at_k_problems"] == {"1": 3, "2": 3, "3": 2, "4": 1}
+    pass_k = summary["pass@k"]
+    # pass@1 = mean(c/n) = (1/2 + 2/4 + 1/3) / 3
+    assert pass_k["1"] == pytest.approx((1 / 2 + 1 / 2 + 1 / 3) / 3)
+    # pass@2: 1 - C(n-c,2)/C(n,2): 1, 1 - 1/6, 1 - 1/3
+    assert pass_k["2"] == pytest.approx((1 + 5 / 6 + 2 / 3) / 3)
+    # pass@3 over the two problems with n >= 3: n=4,c=2 -> 1 (n-c < k); n=3,c=1 -> 1
+    assert pass_k["3"] == pytest.approx(1.0)
+    # pass@4 over the one problem with n = 4
+    assert pass_k["4"] == pytest.approx(1.0)
+    # maj@k at k = 1, 2, 4 (powers of two up to the largest n, and that n)
+    assert set(summary["maj@k"]) == {"1", "2", "4"}
+    assert summary["maj@k"]["1"] == pytest.approx(2 / 3)  # first samples: c, c, i
+    assert summary["maj@k"]["2"] == pytest.approx(2 / 3)
+    assert summary["maj@k"]["4"] == pytest.approx(1.0)
+
+
+def test_declared_candidates_leave_other_samples_out() -> None:
+    # execute-and-vote: a round-0 request of 3 programs, then two repairs that succeeded
+    repaired = _row(
+        "correct",
+        ["error", "incorrect", "error", "correct", "correct"],
+        [-1, 1, -1, 0, 0],
+        candidates=[0, 1, 2],
+        steps=[3, 1, 1],
+    )
+    # without the declaration the repairs would count: c=2 of n=5
+    assert summarize([repaired])["pass@k"]["1"] == pytest.approx(0.0)
+    summary = summarize([repaired])
+    assert summary["samples_per_problem"] == 3
+    assert summary["candidate_errors"] == 2
+    assert summary["pass@k"]["3"] == 0.0
+    assert summary["maj@k"]["2"] == 0.0  # class 1 (incorrect) is the only vote
+    undeclared = {k: v for k, v in repaired.items() if k != "candidates"}
+    assert summarize([undeclared])["pass@k"]["1"] == pytest.approx(2 / 5)
+
+
+def test_one_candidate_per_problem_reports_no_at_k() -> None:
+    # self-refine declares its final round: three rounds, one candidate
+    rows = [_row("correct", ["incorrect", "incorrect", "correct"], [0, 0, 1], candidates=[2])]
+    summary = summarize(rows)
+    assert "pass@k" not in summary and "maj@k" not in summary
+
+
+def test_a_candidate_outside_the_samples_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="candidate 5"):
+        summarize([_row("correct", ["correct"], [0], candidates=[5])])
 
 
 def _graded(status: str, level: object, prompt: int, cached: int, completion: int) -> dict:

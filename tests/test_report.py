@@ -197,3 +197,17 @@ def test_labels_use_folder_names_when_many_keys_differ() -> None:
     a, b = _config("x"), _config("y")
     b["strategy"] = {"name": "mcts", "n": 8, "options": {"simulations": 16, "c_puct": 1.0}}
     assert run_labels([a, b], ["greedy", "mcts"]) == ["greedy", "mcts"]
+
+
+def test_top_k_is_the_largest_k_every_problem_reaches(tmp_path: Path) -> None:
+    from reasoner.runner.report import Run, top_k
+
+    # a tree search: 3 problems with 2, 3 and 4 candidates; pass@4 covers only one of them
+    summary = {
+        "pass@k": {"1": 0.2, "2": 0.4, "3": 0.5, "4": 1.0},
+        "at_k_problems": {"1": 3, "2": 3, "3": 2, "4": 1},
+    }
+    assert top_k(Run(tmp_path, {}, summary, []), "pass@k") == (2, 0.4)
+    # summaries written before at_k_problems existed keep the largest k
+    legacy = {"pass@k": {"1": 0.2, "2": 0.4}}
+    assert top_k(Run(tmp_path, {}, legacy, []), "pass@k") == (2, 0.4)

@@ -111,6 +111,71 @@ def compute_tokens(
     }
 
 
+#: what the summary's `at_k_denominator` says, so a reader of summary.json needs no docs
+AT_K_DENOMINATOR = (
+    "per problem over its own candidates (Trace.candidates; every sample when absent); "
+    "problems whose final verdict is a verifier error are left out, as in accuracy; "
+    "a candidate whose own verdict is an error counts as not correct (candidate_errors); "
+    "pass@k and maj@k at k average over the problems with at least k candidates (at_k_problems)"
+)
+
+
+def candidate_outcomes(row: dict[str, Any]) -> tuple[list[bool], list[int], int]:
+    """The candidates a problem's pass@k / maj@k are computed over, as (correct, answer class)
+    per candidate in generation order, plus how many of them have an `error` verdict.
+
+    A strategy names its candidates in `candidates` (indices into the samples: every verdict
+    of every step, in order); rows without the field count every sample."""
+    verdicts = [v for step in row["steps"] for v in step["verdicts"]]
+    clusters = list(row.get("clusters") or [])
+    clusters += [-1] * (len(verdicts) - len(clusters))  # a sample with no class never votes
+    chosen = row.get("candidates")
+    indices = range(len(verdicts)) if chosen is None else chosen
+    for index in indices:
+        if not 0 <= index < len(verdicts):
+            raise ValueError(
+                f"problem {row['problem'].get('id')!r}: candidate {index} is not one of its "
+                f"{len(verdicts)} samples"
+            )
+    correct = [verdicts[i]["status"] == "correct" for i in indices]
+    errors = sum(verdicts[i]["status"] == "error" for i in indices)
+    return correct, [clusters[i] for i in indices], errors
+
+
+def at_k_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """pass@k (Chen et al., 2021, unbiased) and maj@k, each problem with its own n.
+
+    The unbiased estimator is defined only for k <= n, so pass@k and maj@k at k average over
+    the problems with at least k candidates, and `at_k_problems` says how many those are. The
+    denominator leaves out problems with a verifier error, exactly as accuracy does (a crashed
+    checker says nothing about the model); maj@k votes over a problem's first k candidates.
+    Empty when no problem has more than one candidate (pass@1 would repeat accuracy)."""
+    scored = [row for row in rows if row["verdict"]["status"] != "error"]
+    outcomes = [candidate_outcomes(row) for row in scored]
+    sizes = [len(correct) for correct, _, _ in outcomes]
+    largest = max(sizes, default=0)
+    if largest <= 1:
+        return {}
+    pass_k: dict[str, float] = {}
+    maj_k: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for k in range(1, largest + 1):
+        eligible = [o for o in outcomes if len(o[0]) >= k]
+        counts[str(k)] = len(eligible)
+        pass_k[str(k)] = sum(pass_at_k(len(c), sum(c), k) for c, _, _ in eligible) / len(eligible)
+        if k in k_values(largest):
+            maj_k[str(k)] = sum(maj_at_k_correct(cl, c, k) for c, cl, _ in eligible) / len(eligible)
+    return {
+        "samples_per_problem": largest,
+        "samples_per_problem_min": min(sizes),
+        "candidate_errors": sum(errors for _, _, errors in outcomes),
+        "pass@k": pass_k,
+        "maj@k": maj_k,
+        "at_k_problems": counts,
+        "at_k_denominator": AT_K_DENOMINATOR,
+    }
+
+
 def summarize(
     rows: Sequence[dict[str, Any]], *, breakdown_keys: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -120,27 +185,8 @@ def summarize(
     summary: dict[str, Any] = {
         **accuracy_counts(rows),
         "no_answer": sum(1 for row in rows if row["prediction"] is None),
+        **at_k_metrics(rows),
     }
-    sample_verdicts = [[v for step in row["steps"] for v in step["verdicts"]] for row in rows]
-    n = min((len(v) for v in sample_verdicts), default=0)
-    if n > 1:
-        summary["samples_per_problem"] = n
-        sample_errors = sum(1 for vs in sample_verdicts for v in vs if v["status"] == "error")
-        summary["sample_verifier_errors"] = sample_errors
-        summary["pass@k"] = {}
-        summary["maj@k"] = {}
-        for k in range(1, n + 1):
-            values = [
-                pass_at_k(n, sum(v["status"] == "correct" for v in vs[:n]), k)
-                for vs in sample_verdicts
-            ]
-            summary["pass@k"][str(k)] = sum(values) / total
-        for k in k_values(n):
-            hits = sum(
-                maj_at_k_correct(row["clusters"], [v["status"] == "correct" for v in vs], k)
-                for row, vs in zip(rows, sample_verdicts, strict=True)
-            )
-            summary["maj@k"][str(k)] = hits / total
     prompt_tokens = sum(row["usage"]["prompt_tokens"] for row in rows)
     completion_tokens = sum(row["usage"]["completion_tokens"] for row in rows)
     summary["tokens"] = {

@@ -186,11 +186,16 @@ def compute(run: Run) -> dict[str, float]:
 
 
 def top_k(run: Run, metric: str) -> tuple[int, float] | None:
-    """maj@k / pass@k at the largest k: the number a sampling strategy is judged by."""
+    """maj@k / pass@k at the largest k that every scored problem reaches: the number a sampling
+    strategy is judged by (a larger k averages over only the problems with that many
+    candidates, see `at_k_problems`)."""
     values = run.summary.get(metric)
     if not isinstance(values, dict) or not values:
         return None
-    k = max(values, key=int)
+    counts = run.summary.get("at_k_problems") or {}
+    everyone = counts.get("1")
+    full = [k for k in values if counts.get(k, everyone) == everyone]
+    k = max(full or values, key=int)
     return int(k), float(values[k])
 
 

@@ -16,8 +16,8 @@ Recording: each engine request is a Step (round 0: one request with K samples; a
 request with one sample), each sample's Verdict is the run verifier's verdict on the answer its
 program produced, or an `error` verdict naming why the program could not be decided; `tree`
 has one node per program with its chain, round, answer and error, which is what the error-rate
-summaries and the SFT export read. The summary's pass@k / maj@k therefore describe the round-0
-samples; the final verdict is the one after repair.
+summaries and the SFT export read. The trace's `candidates` are the round-0 samples, so the
+summary's pass@k / maj@k describe the K first programs; the final verdict is the one after repair.
 """
 
 from __future__ import annotations
@@ -350,6 +350,8 @@ class ExecuteAndVote(Strategy):
             usage=search.usage,
             clusters=cluster_answers(verifier, problem, samples),
             tree=[_node(a) for a in search.attempts],
+            # pass@k / maj@k count the K first-round programs (step 0), never the repairs
+            candidates=list(range(len(search.steps[0].verdicts))) if search.steps else [],
         )
 
 

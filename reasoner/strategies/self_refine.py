@@ -291,4 +291,6 @@ class SelfRefine(Strategy):
             usage=state.usage,
             clusters=cluster_answers(verifier, state.problem, graded),
             tree=state.tree,
+            # the rounds refine one answer, they are not draws: the final answer is the candidate
+            candidates=[len(graded) - 1],
         )
