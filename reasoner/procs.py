@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing import spawn
+from pathlib import Path
 from typing import Any
 
 #: The module every child started inside :func:`reasoner_children` runs as its ``__main__``.
@@ -123,13 +124,21 @@ def _pidfd(pid: int) -> int | None:
 
 
 def _alive(pid: int) -> bool:
+    """A zombie counts as gone: a parent killed together with its own parent stays one for as
+    long as nobody reaps it (PID 1 in a container may never)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
         return True
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _int(text: str | None) -> int | None:
@@ -143,3 +152,21 @@ def _die() -> None:
     # Nobody is left to read this process's results; SIGKILL skips atexit hooks and
     # multiprocessing finalizers that could block on the dead parent.
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM delivered the way Ctrl-C is, so that every cleanup written for Ctrl-C (closing
+    the engine, keeping finished results, "re-run to resume") runs for it too."""
+
+
+def interrupt_on_sigterm() -> None:
+    """From the main thread of a command: the first SIGTERM raises :class:`Terminated` there;
+    a second one, during that cleanup, ends the process at once (children still go, through
+    their parent watch)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated(f"received {signal.Signals(signum).name}")
