@@ -8,6 +8,7 @@ import sys
 from typing import Any, get_args
 
 from reasoner.errors import ReasonerError
+from reasoner.procs import Terminated, interrupt_on_sigterm
 from reasoner.runner.datasets import AnswerFormat
 
 
@@ -364,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     for module in extensions.values():
         module.add_parser(sub)
     args = parser.parse_args(argv)
+    interrupt_on_sigterm()
     try:
         if args.command in extensions:
             return extensions[args.command].run(args)
@@ -380,11 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     except ReasonerError as exc:
         print(f"reasoner: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            "reasoner: interrupted; finished problems are saved, re-run to resume", file=sys.stderr
-        )
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"reasoner: {how}; finished problems are saved, re-run to resume", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

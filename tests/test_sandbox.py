@@ -7,6 +7,7 @@ program's own output says what happened). Small limits keep the file fast.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import sys
@@ -78,6 +79,56 @@ def test_runs_code_with_stdin_and_files(tmp_path: Path, monkeypatch: pytest.Monk
     assert result.stdout.split() == ["héllo", "wörld", sandbox.WORKDIR, "✓"]
     assert result.returncode == 0
     assert list(tmp_path.iterdir()) == []  # the work directory is gone
+
+
+@pytest.mark.parametrize("layout", ["--symlinks", "--copies"])
+def test_interpreter_under_tmp(layout: str) -> None:
+    """A Python under /tmp (a virtualenv there) stays visible over the sandbox's private /tmp,
+    read-only (issue 16, item 5)."""
+    import subprocess
+    import sysconfig
+
+    home = Path(tempfile.mkdtemp(prefix="reasoner-venv-", dir="/tmp"))
+    try:
+        venv = home / "venv"
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--without-pip", layout, str(venv)], check=True
+        )
+        python = venv / "bin" / "python"
+        site = subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        # this environment's packages and the project, so the venv can import reasoner
+        paths = [sysconfig.get_paths()["purelib"], str(PROJECT)]
+        Path(site, "project.pth").write_text("\n".join(paths) + "\n")
+        scratch = f"/tmp/{uuid.uuid4().hex}"
+        program = (
+            "import sys\n"
+            "print(sys.executable)\n"
+            f"open({scratch!r}, 'w').write('the private /tmp still works')\n"
+            "try:\n"
+            "    open(sys.prefix + '/planted', 'w')\n"
+            "except OSError:\n"
+            "    print('read-only')\n"
+        )
+        check = (
+            "import json, sys\n"
+            "from reasoner.verifiers.sandbox import SandboxLimits, run_in_sandbox\n"
+            f"result = run_in_sandbox({program!r}, limits=SandboxLimits())\n"
+            "print(json.dumps([result.status, result.stdout, result.reason]))\n"
+        )
+        done = subprocess.run([python, "-c", check], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        status, stdout, reason = json.loads(done.stdout.splitlines()[-1])
+        assert status == "ok", reason
+        assert stdout.split() == [str(python), "read-only"]
+        assert not (venv / "planted").exists()
+        assert not Path(scratch).exists()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_code_runs_unprivileged() -> None:

@@ -12,12 +12,14 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from reasoner.errors import ModelError
 from reasoner.models.base import Generator, chat_prompt_text
 from reasoner.models.config import ModelConfig
 from reasoner.models.embedded import cache_dir
+from reasoner.procs import reasoner_children
 from reasoner.types import (
     ChatMessage,
     Completion,
@@ -83,6 +85,18 @@ def configure_cpu_environment(config: ModelConfig) -> None:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", binding)
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gb or 4))
+
+
+@contextmanager
+def engine_processes() -> Iterator[None]:
+    """Wraps starting a vLLM engine (`LLM`, `AsyncLLM`): its EngineCore and worker processes
+    run reasoner's child main instead of the caller's script, so the Python API works from a
+    script without a main guard, and they exit when the process that started them is killed
+    (see reasoner.procs). vLLM spawns them on CPU always; on GPU it would fork them unless told
+    otherwise, and a forked engine runs no main at all, so spawn is asked for there too."""
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    with reasoner_children():
+        yield
 
 
 def _logprobs(output: Any) -> tuple[TokenLogprob, ...] | None:
@@ -153,7 +167,8 @@ class VLLMGenerator(Generator):
             kwargs["max_num_batched_tokens"] = max(c.max_model_len, 2048)
         else:
             kwargs["gpu_memory_utilization"] = c.gpu_memory_utilization
-        return LLM(**kwargs)
+        with engine_processes():
+            return LLM(**kwargs)
 
     # -- request conversion ---------------------------------------------------------------
     def _prompt(self, request: GenerationRequest) -> Any:

@@ -26,6 +26,7 @@ from reasoner.models.config import ModelConfig
 from reasoner.models.vllm_engine import (
     configure_cpu_environment,
     cuda_available,
+    engine_processes,
     hide_broken_torchvision,
     to_completions,
 )
@@ -92,7 +93,9 @@ class AsyncVLLMGenerator(Generator):
     async def _create(self, args: Any) -> Any:
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        return AsyncLLM.from_engine_args(args)  # inside the loop: its output handler starts here
+        # inside the loop: its output handler starts here, and this thread starts its processes
+        with engine_processes():
+            return AsyncLLM.from_engine_args(args)
 
     def _call(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()

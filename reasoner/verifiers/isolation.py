@@ -4,22 +4,23 @@ signal.alarm only works on the main thread of the main interpreter, and verifier
 ThreadPool threads, under vLLM engine threads and inside ProcessPool workers. So the time limit
 is enforced from outside: the parent waits on a pipe and SIGKILLs the worker when time is up.
 Workers are started with "spawn" because forking a process that holds engine threads can
-deadlock the child.
+deadlock the child, under `reasoner_children` so that they never re-run the caller's script
+(a script without a main guard, `python -`, a notebook, a Ray task) and exit with their parent.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import pickle
 import queue
 import signal
 import threading
-import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
+
+from reasoner.procs import reasoner_children
 
 T = TypeVar("T")
 
@@ -53,13 +54,6 @@ class VerifierFailed(VerifierError):
         return f"{self.remote_type}: {self.remote_message}"
 
 
-def _exit_when_orphaned(parent_pid: int) -> None:
-    """A parent killed by SIGKILL runs no atexit hook; without this a hung worker spins on."""
-    while os.getppid() == parent_pid:
-        time.sleep(1.0)
-    os._exit(1)
-
-
 def _run_job(job: bytes) -> tuple[Any, ...]:
     try:
         fn, args = pickle.loads(job)
@@ -68,10 +62,10 @@ def _run_job(job: bytes) -> tuple[Any, ...]:
         return ("err", type(exc).__name__, str(exc))
 
 
-def _serve(conn: Connection, parent_pid: int, initializer: Callable[[], object] | None) -> None:
-    # Ctrl-C reaches the whole process group; the parent decides whether we die.
+def _serve(conn: Connection, initializer: Callable[[], object] | None) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides whether we die. A parent
+    # killed outright is noticed by reasoner.child_main, which ends this process too.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
     if initializer is not None:
         initializer()
     conn.send(_READY)
@@ -135,10 +129,9 @@ class IsolatedWorker:
             return self._proc, self._conn
         self._discard()
         parent_end, child_end = _CTX.Pipe()
-        proc = _CTX.Process(
-            target=_serve, args=(child_end, os.getpid(), self._initializer), daemon=True
-        )
-        proc.start()
+        proc = _CTX.Process(target=_serve, args=(child_end, self._initializer), daemon=True)
+        with reasoner_children():
+            proc.start()
         child_end.close()  # so that the worker's death reads as EOF here
         self._proc, self._conn = proc, parent_end
         try:

@@ -316,11 +316,13 @@ def _filesystem_args(work: Path, limits: SandboxLimits) -> list[str]:
             args += ["--ro-bind", path, path]
     for path in _ETC:
         args += ["--ro-bind-try", path, path]
-    args += _python_binds()
     args += ["--proc", "/proc", "--dev", "/dev"]
     # Size-capped scratch (RAM): /tmp, and /dev/shm for multiprocessing's semaphores.
     for scratch in ("/tmp", "/dev/shm"):
         args += ["--perms", "1777", "--size", str(_mib(limits.tmp_mb)), "--tmpfs", scratch]
+    # bwrap mounts in order: the interpreter goes on top of the scratch mounts, or a Python
+    # that lives under /tmp (a virtualenv there) would be hidden by the private /tmp.
+    args += _python_binds()
     args += ["--bind", str(work), WORKDIR]
     # bwrap's own tmpfs root and /dev would otherwise take unbounded writes wherever the
     # sandbox's uid owns them (in a user namespace it does); device nodes stay usable.
