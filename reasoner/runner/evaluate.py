@@ -213,6 +213,7 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
                 scorer.close()
             if owns_generator:
                 generator.close()
+            engine_logs.log_engine_to(None)  # later engines in this process are not this run's
 
     summary = _summary(plan, problems, folder)
     folder.write_summary(summary)
