@@ -2,7 +2,7 @@
 reasoner's vLLM generator (the same engine settings `reasoner eval` uses). One engine at a time:
 start it in a dtype, warm it up, generate greedily for the same GSM8K prompts, close it, then
 the other dtype. Records what `dtype: auto` picks here and the CPU flags it picks from.
-Writes bench/results/dtype-<cpu>.json.
+Writes bench/results/dtype-<bf16|nobf16>-cpu.json (or dtype-gpu.json), after each dtype.
 
     python bench/dtype.py [--model qwen2.5-coder-0.5b-instruct] [--problems 8] [--max-tokens 128]
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoner.models.config import ModelConfig
-from reasoner.models.dtype import read_cpu_flags, resolve_dtype
+from reasoner.models.dtype import DtypeChoice, read_cpu_flags, resolve_dtype
 from reasoner.models.embedded import DEFAULT_MODEL
 from reasoner.models.resolve import resolve_model
 from reasoner.models.vllm_engine import VLLMGenerator
@@ -76,32 +76,40 @@ def main() -> None:
     args = parser.parse_args()
 
     batch = requests(args.problems, args.max_tokens)
-    runs = []
+    auto = resolve_dtype("auto")
+    cpu = "bf16" if auto.dtype == "bfloat16" else "nobf16"
+    path = RESULTS / (f"dtype-{cpu}-cpu.json" if auto.device == "cpu" else "dtype-gpu.json")
+    runs: list[dict[str, Any]] = []
     for dtype in args.dtypes:
         runs.append(measure(args.model, dtype, batch))
         print(f"{dtype}: {runs[-1]['tokens_per_s']:.1f} tokens/s", flush=True)
-    auto = resolve_dtype("auto")
-    flags = sorted(read_cpu_flags() or [])
-    cpu = "bf16" if auto.dtype == "bfloat16" and auto.device == "cpu" else auto.device
+        write(path, args, auto, runs)  # after each dtype: a run cut short still leaves data
+    print(f"dtype auto -> {auto.dtype} ({auto.reason}); wrote {path}")
+
+
+def write(path: Path, args: argparse.Namespace, auto: DtypeChoice, runs: list[Any]) -> None:
+    by_dtype = {r["dtype"]: r["tokens_per_s"] for r in runs}
     result = {
         "what": "greedy completion tokens/s of reasoner's vLLM generator, one engine per dtype, "
         "same GSM8K prompts (math_cot), after a one-prompt warm-up",
+        "tokens_per_s": by_dtype,
+        "bfloat16_over_float32": (
+            by_dtype["bfloat16"] / by_dtype["float32"]
+            if {"bfloat16", "float32"} <= set(by_dtype)
+            else None
+        ),
         "auto_resolves_to": auto.as_dict(),
         "runs": runs,
         "settings": {**vars(args), "dataset": "gsm8k test (first problems)", "temperature": 0},
-        "cpu_flags": flags,
+        "cpu_flags": sorted(read_cpu_flags() or []),
         "cpu_model": _cpu_model(),
-        "environment": {
-            k: v for k, v in sorted(os.environ.items()) if k.startswith(("OMP_", "VLLM_"))
-        },
+        "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV)},
         "packages": package_versions(),
         "hardware": hardware(),
         "host": platform.node(),
     }
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"dtype-{cpu}-cpu.json" if auto.device == "cpu" else RESULTS / "dtype-gpu.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"dtype auto -> {auto.dtype} ({auto.reason}); wrote {path}")
 
 
 def _cpu_model() -> str | None:
