@@ -55,6 +55,9 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip and count malformed rows")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
+        "--verbose", action="store_true", help="engine logs on the terminal, not RUN/engine.log"
+    )
+    p.add_argument(
         "--ray",
         metavar="ADDRESS",
         help="scale out on Ray: auto (the cluster `ray start` made), local (a private one), "
@@ -366,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         module.add_parser(sub)
     args = parser.parse_args(argv)
     interrupt_on_sigterm()
+    from reasoner.models.engine_logs import configure_terminal
+
+    configure_terminal(verbose=getattr(args, "verbose", False))
     try:
         if args.command in extensions:
             return extensions[args.command].run(args)

@@ -19,6 +19,7 @@ class AdapterGenerator(Generator):
         self.inner = inner
         self.adapter = adapter
         self.description = f"{inner.description}+adapter:{adapter}"
+        self.dtype_choice = inner.dtype_choice
 
     def _with_adapter(self, requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:
         return [

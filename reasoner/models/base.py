@@ -13,12 +13,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from reasoner.errors import ModelError
+from reasoner.models.dtype import DtypeChoice
 from reasoner.types import ChatMessage, Completion, GenerationRequest
 
 
 class Generator(ABC):
     #: a short identifier for run manifests, e.g. "vllm:/path/to/model"
     description: str = ""
+    #: the weight dtype a local backend resolved (`dtype: auto`) and why; None for a server
+    dtype_choice: DtypeChoice | None = None
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:

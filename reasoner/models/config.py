@@ -16,7 +16,7 @@ class ModelConfig(BaseModel):
 
     name: str = DEFAULT_MODEL
     backend: Backend = "auto"
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # bf16 where GPU/CPU have bf16 kernels, else float32 (models/dtype.py)
     max_model_len: int = 4096
     seed: int = 0
     adapter: str | None = None  # a PEFT adapter folder applied to every request

@@ -13,6 +13,7 @@ from typing import Any
 from reasoner.errors import ModelError
 from reasoner.models.base import Generator, chat_prompt_text
 from reasoner.models.config import ModelConfig
+from reasoner.models.dtype import resolve_dtype
 from reasoner.types import (
     ChatMessage,
     Completion,
@@ -29,9 +30,10 @@ class TransformersGenerator(Generator):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-        dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        choice = resolve_dtype(config.dtype)  # auto: bf16 only where there are bf16 kernels
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, choice.dtype))
         self._setup(model, tokenizer, config, f"transformers:{model_path}")
+        self.dtype_choice = choice
 
     @classmethod
     def from_model(

@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from reasoner.errors import ModelError
+from reasoner.models import engine_logs
 from reasoner.models.base import Generator, chat_prompt_text
 from reasoner.models.config import ModelConfig
+from reasoner.models.dtype import resolve_dtype
 from reasoner.models.embedded import cache_dir
 from reasoner.procs import reasoner_children
 from reasoner.types import (
@@ -137,10 +139,16 @@ class VLLMGenerator(Generator):
         self._adapters: dict[str, int] = {}
 
     def _start(self, model_path: str) -> LLM:
-        # vLLM logs every engine detail at INFO; a run's own progress bar is what users read.
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        # vLLM logs every engine detail at INFO: kept in engine.log, off the terminal
+        level = "WARNING" if engine_logs.destination() is None else "INFO"
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", level)
         if self.on_cpu:
             configure_cpu_environment(self.config)
+        self.dtype_choice = resolve_dtype(self.config.dtype)
+        with engine_logs.engine_output():  # the run's engine.log, unless --verbose
+            return self._construct(model_path, self.dtype_choice.dtype)
+
+    def _construct(self, model_path: str, dtype: str) -> LLM:
         hide_broken_torchvision()
         try:
             from vllm import LLM
@@ -152,7 +160,7 @@ class VLLMGenerator(Generator):
         c = self.config
         kwargs: dict[str, Any] = dict(
             model=model_path,
-            dtype=c.dtype,
+            dtype=dtype,
             max_model_len=c.max_model_len,
             seed=c.seed,
             enable_prefix_caching=c.enable_prefix_caching,

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from reasoner.config import EvalConfig, ScorerSettings
 from reasoner.errors import ConfigError, unknown_choice
-from reasoner.models import Generator, load_generator, resolve_backend, resolve_model
+from reasoner.models import Generator, engine_logs, load_generator, resolve_backend, resolve_model
 from reasoner.models.adapter import AdapterGenerator
 from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.runner.benchmarks import BenchmarkSpec, load_benchmark
@@ -150,6 +150,7 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
     if pending:
         started = time.perf_counter()
         owns_generator = generator is None
+        engine_logs.log_engine_to(folder.path / "engine.log")
         if generator is None:
             if config.ray is not None:
                 from reasoner.scale.replicas import load_ray_generator
@@ -212,6 +213,7 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
                 scorer.close()
             if owns_generator:
                 generator.close()
+            engine_logs.log_engine_to(None)  # later engines in this process are not this run's
 
     summary = _summary(plan, problems, folder)
     folder.write_summary(summary)
@@ -270,6 +272,8 @@ def _manifest(plan: EvalPlan, generator: Generator, resolved: Any) -> dict[str, 
         "reasoner_commit": git_commit(),
         "packages": package_versions(),
         "model": model_record(resolved, generator.description),
+        # the weight dtype (`auto` resolved on this machine), why, and the CPU flags behind it
+        "dtype": None if generator.dtype_choice is None else generator.dtype_choice.as_dict(),
         **(
             {"adapter": {"path": adapter, "folder_sha256": folder_sha256(adapter)}}
             if (adapter := config.model.adapter) is not None

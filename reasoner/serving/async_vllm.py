@@ -23,6 +23,7 @@ from reasoner.errors import ModelError
 from reasoner.models.base import Generator
 from reasoner.models.batching import Cancelled, current_token
 from reasoner.models.config import ModelConfig
+from reasoner.models.dtype import resolve_dtype
 from reasoner.models.vllm_engine import (
     configure_cpu_environment,
     cuda_available,
@@ -38,7 +39,7 @@ def engine_kwargs(model_path: str, config: ModelConfig, on_cpu: bool) -> dict[st
     run the same model the same way)."""
     kwargs: dict[str, Any] = dict(
         model=model_path,
-        dtype=config.dtype,
+        dtype=resolve_dtype(config.dtype).dtype,
         max_model_len=config.max_model_len,
         seed=config.seed,
         enable_prefix_caching=config.enable_prefix_caching,

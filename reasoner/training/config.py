@@ -15,7 +15,7 @@ from reasoner.errors import ConfigError, unknown_choice
 from reasoner.models.embedded import DEFAULT_MODEL
 
 Stage = Literal["sft", "dpo", "zo", "reward"]
-DType = Literal["float32", "bfloat16", "float16"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 class _Strict(BaseModel):
@@ -26,9 +26,10 @@ class PolicySettings(_Strict):
     """The base model, and optionally an adapter to keep training (a previous round's)."""
 
     name: str = DEFAULT_MODEL
-    # float32 on CPU: bf16 matmuls there are slow and a ZO perturbation of 1e-3 is below bf16's
-    # resolution for most weights, so +eps/-eps would not cancel.
-    dtype: DType = "float32"
+    # auto (reasoner/models/dtype.py): bf16 on a bf16-capable GPU or CPU (AVX512-BF16/AMX),
+    # float32 elsewhere; always float32 for ZO, whose +eps/-eps perturbation of 1e-3 is below
+    # bf16's resolution for most weights and would not cancel.
+    dtype: DType = "auto"
     adapter: str | None = None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from reasoner.errors import ModelError
+from reasoner.models.dtype import DtypeChoice, Purpose, resolve_dtype
 from reasoner.models.resolve import ResolvedModel, resolve_model
 from reasoner.runner.manifest import git_commit, hardware, model_record, package_versions
 from reasoner.training.config import LoraSettings, PolicySettings
 from reasoner.training.data import Record, records_sha256
+
+logger = logging.getLogger(__name__)
 
 ENV_PREFIXES = ("OMP_", "MKL_", "CUDA_VISIBLE_DEVICES", "REASONER_", "PYTORCH_")
 
@@ -23,6 +27,7 @@ class Policy:
     model: Any  # a transformers PreTrainedModel, or a PeftModel around one
     tokenizer: Any
     resolved: ResolvedModel
+    dtype: DtypeChoice  # what `settings.dtype` resolved to on this machine, and why
 
 
 def use_cuda() -> bool:
@@ -44,9 +49,12 @@ def lora_config(settings: LoraSettings, task_type: str = "CAUSAL_LM") -> Any:
     )
 
 
-def load_policy(settings: PolicySettings, trainable_adapter: bool = True) -> Policy:
+def load_policy(
+    settings: PolicySettings, trainable_adapter: bool = True, purpose: Purpose = "training"
+) -> Policy:
     """The base model in `settings.dtype` (on the GPU when there is one) with, if
-    `settings.adapter` names one, that adapter loaded trainable on top."""
+    `settings.adapter` names one, that adapter loaded trainable on top. `auto` resolves as for
+    the engine (bf16 only where the GPU or CPU has bf16 kernels), and to float32 for ZO."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -54,8 +62,10 @@ def load_policy(settings: PolicySettings, trainable_adapter: bool = True) -> Pol
     tokenizer = AutoTokenizer.from_pretrained(resolved.path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    dtype = resolve_dtype(settings.dtype, purpose)
+    logger.info("%s", dtype.line())
     model: Any = AutoModelForCausalLM.from_pretrained(
-        resolved.path, dtype=getattr(torch, settings.dtype)
+        resolved.path, dtype=getattr(torch, dtype.dtype)
     )
     if use_cuda():
         model = model.to("cuda")
@@ -65,7 +75,7 @@ def load_policy(settings: PolicySettings, trainable_adapter: bool = True) -> Pol
         if not (Path(settings.adapter) / "adapter_config.json").is_file():
             raise ModelError(f"model.adapter {settings.adapter}: not a PEFT adapter folder")
         model = PeftModel.from_pretrained(model, settings.adapter, is_trainable=trainable_adapter)
-    return Policy(model, tokenizer, resolved)
+    return Policy(model, tokenizer, resolved, dtype)
 
 
 def file_sha256(path: Path) -> str:
@@ -104,6 +114,7 @@ def training_manifest(
             "sha256": records_sha256(records),
         },
         "seed": seed,
+        "dtype": policy.dtype.as_dict(),
         "hardware": hardware(),
         "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
     }

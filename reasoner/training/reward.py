@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoner.errors import DatasetError
+from reasoner.models.dtype import resolve_dtype
 from reasoner.training.config import PolicySettings, RewardConfig
 from reasoner.training.data import Record
 from reasoner.training.policy import Policy, lora_config
@@ -29,12 +30,13 @@ def load_reward_model(settings: PolicySettings) -> Policy:
     """The base model with a fresh one-logit head (or a reward adapter to keep training)."""
     from reasoner.verifiers.reward_model import load_sequence_classifier
 
+    dtype = resolve_dtype(settings.dtype, "training")
     model, tokenizer, resolved = load_sequence_classifier(
         settings.name if settings.adapter is None else settings.adapter,
-        settings.dtype,
+        dtype.dtype,
         trainable=True,
     )
-    return Policy(model, tokenizer, resolved)
+    return Policy(model, tokenizer, resolved, dtype)
 
 
 def question_turn(prompt: Any, where: str) -> list[dict[str, str]]:

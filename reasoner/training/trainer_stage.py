@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from reasoner.models.dtype import resolve_dtype
 from reasoner.training.config import DPOConfig, PolicySettings, RewardConfig, SFTConfig
 from reasoner.training.data import Record, check_records, records_from_settings
 from reasoner.training.divergence import DivergenceGuard, TrainingDiverged
@@ -70,6 +71,7 @@ def trainer_arguments(
     """TrainingArguments shared by TRL's SFTConfig, DPOConfig and RewardConfig."""
     t = config.train
     cuda = use_cuda()
+    dtype = resolve_dtype(config.model.dtype, "training").dtype  # as load_policy resolves it
     return dict(
         output_dir=str(checkpoints),
         max_steps=t.max_steps,
@@ -94,8 +96,8 @@ def trainer_arguments(
         report_to="none",
         disable_tqdm=not config.progress,
         use_cpu=not cuda,
-        bf16=cuda and config.model.dtype == "bfloat16",
-        fp16=cuda and config.model.dtype == "float16",
+        bf16=cuda and dtype == "bfloat16",
+        fp16=cuda and dtype == "float16",
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reasoner.errors import ModelError
+from reasoner.models.dtype import resolve_dtype
 from reasoner.models.resolve import ResolvedModel, resolve_model
 from reasoner.types import Completion, Problem, Verdict, VerdictStatus
 from reasoner.verifiers.base import Verifier
@@ -52,9 +53,11 @@ def load_sequence_classifier(
     tokenizer: Any = AutoTokenizer.from_pretrained(resolved.path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if dtype == "auto":  # as the engine decides: bf16 only where this machine has its kernels
+        dtype = resolve_dtype("auto", "inference").dtype
     loaded: Any = AutoModelForSequenceClassification.from_pretrained(
         resolved.path,
-        dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+        dtype=getattr(torch, dtype),
         **({"num_labels": 1} if adapter is not None or trainable else {}),
     )
     loaded.config.pad_token_id = tokenizer.pad_token_id
