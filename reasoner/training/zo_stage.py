@@ -213,9 +213,11 @@ def train_zo(
     if eval_records is not None:
         check_records(eval_records, kind, "eval records")
     t = config.train
-    policy = load_policy(config.model)
+    # float32 whatever the machine would choose for `auto` (the config refuses bf16/fp16)
+    settings = config.model.model_copy(update={"dtype": "float32"})
+    policy = load_policy(settings)
     run.write_manifest(
-        training_manifest("zo", policy, config.model, records, eval_records, source, t.seed)
+        training_manifest("zo", policy, settings, records, eval_records, source, t.seed)
     )
     model, named = trainable(policy, config)
     device = named[0][1].device
