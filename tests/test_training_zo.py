@@ -180,7 +180,7 @@ def test_zo_config_takes_auto_as_float32() -> None:
 
 def test_mezo_refuses_bf16_parameters() -> None:
     named = [("w", torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16), requires_grad=False))]
-    with pytest.raises(ValueError, match="w is torch.bfloat16.*float32"):
+    with pytest.raises(ValueError, match=r"w is torch\.bfloat16.*float32"):
         MeZO(named, eps=1e-3)
 
 
