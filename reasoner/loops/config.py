@@ -61,6 +61,9 @@ class IterateConfig(_Strict):
     # the training stage's own config (the keys of `reasoner train <stage>`), without model,
     # data and out, which each round sets
     train: dict[str, Any] = {}
+    # child: each round's training runs in its own process, whose memory is returned when it
+    # exits (the engine stays up beside it); inline: in this process (tests, debugging)
+    train_process: Literal["child", "inline"] = "child"
     seed: int = 0
     out: str | None = None
     progress: bool = True

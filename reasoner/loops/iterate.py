@@ -28,6 +28,7 @@ from typing import Any
 from reasoner.config import EvalConfig, build_config
 from reasoner.errors import ConfigError
 from reasoner.loops.config import IterateConfig, ProblemSlice
+from reasoner.loops.train_child import memory_report, train_in_child
 from reasoner.models import Generator, load_generator
 from reasoner.runner.evaluate import plan_eval, run_eval
 from reasoner.runner.manifest import folder_sha256, git_commit, hardware, package_versions
@@ -176,12 +177,21 @@ def stage_config(config: IterateConfig, data: Path, previous: str | None, out: P
 
 def _train_round(
     config: IterateConfig, out: Path, index: int, data: Path, previous: str | None
-) -> str:
-    return str(train_stage(stage_config(config, data, previous, round_dir(out, index) / "train")))
+) -> tuple[str, float | None]:
+    """The round's adapter, and the training child's peak RSS in MiB (None: trained inline)."""
+    staged = stage_config(config, data, previous, round_dir(out, index) / "train")
+    if config.train_process == "inline":
+        return str(train_stage(staged)), None
+    return train_in_child(config.stage, staged.model_dump(mode="json"), round_dir(out, index))
 
 
 def _round_summary(
-    index: int, sample_folders: list[Path], data: Path | None, adapter: str | None, eval_dir: Path
+    index: int,
+    sample_folders: list[Path],
+    data: Path | None,
+    adapter: str | None,
+    eval_dir: Path,
+    train_peak_rss_mib: float | None = None,
 ) -> dict[str, Any]:
     evaluation = json.loads((eval_dir / "summary.json").read_text())
     sampled = [json.loads((f / "summary.json").read_text()) for f in sample_folders]
@@ -208,6 +218,7 @@ def _round_summary(
         "dataset_records": (
             sum(1 for line in data.read_text().splitlines() if line.strip()) if data else 0
         ),
+        "memory": memory_report(train_peak_rss_mib),
     }
 
 
@@ -257,10 +268,11 @@ def run_iterate(config: IterateConfig, generator: Generator | None = None) -> li
             round_dir(out, index).mkdir(parents=True, exist_ok=True)
             sample_folders: list[Path] = []
             data: Path | None = None
+            train_rss: float | None = None
             if index > 0:
                 sample_folders = _sample_round(config, out, index, adapter, generator)
                 data = _data_round(config, out, index, sample_folders)
-                adapter = _train_round(config, out, index, data, adapter)
+                adapter, train_rss = _train_round(config, out, index, data, adapter)
             eval_dir = round_dir(out, index) / "eval"
             run_eval(
                 _eval_config(
@@ -274,7 +286,7 @@ def run_iterate(config: IterateConfig, generator: Generator | None = None) -> li
                 ),
                 generator=generator,
             )
-            summary = _round_summary(index, sample_folders, data, adapter, eval_dir)
+            summary = _round_summary(index, sample_folders, data, adapter, eval_dir, train_rss)
             _write_atomic(marker, json.dumps(summary, indent=2) + "\n")
             summaries.append(summary)
     finally:
