@@ -27,6 +27,7 @@ from typing import Any
 
 from reasoner.config import EvalConfig, build_config
 from reasoner.errors import ConfigError
+from reasoner.loops import sampling_plan
 from reasoner.loops.config import IterateConfig, ProblemSlice
 from reasoner.loops.train_child import memory_report, train_in_child
 from reasoner.models import Generator, load_generator
@@ -105,6 +106,36 @@ def _sample_round(
         generator=generator,
     )
     folders = [samples]
+    if stage.method != "hard_n":
+        extra = config.train_problems.model_copy(update={"limit": None})
+
+        def run_batch(name: str, ids: list[str], n: int, batch: int) -> Path:
+            run_eval(
+                _eval_config(
+                    config,
+                    extra,
+                    {**strategy, "n": n},
+                    sampling,
+                    folder / name,
+                    seed + 1000 * batch,
+                    adapter,
+                    ids=ids,
+                ),
+                generator=generator,
+            )
+            return folder / name
+
+        dart = sampling_plan.sample_to_quota(
+            stage.method,
+            samples,
+            stage.k,
+            stage.max_samples,
+            stage.round_n or stage.strategy.n,
+            run_batch,
+        )
+        folders += dart[0]
+        sampling_plan.write_plan(folder / sampling_plan.PLAN_FILE, stage.method, dart[1], stage)
+        return folders
     if stage.hard_n > 0:
         hard = _hard_ids(samples, stage.hard_threshold)
         if hard:
@@ -121,6 +152,8 @@ def _sample_round(
             )
             run_eval(hard_eval, generator=generator)
             folders.append(hard_folder)
+    plan = sampling_plan.describe(folders)
+    sampling_plan.write_plan(folder / sampling_plan.PLAN_FILE, "hard_n", plan, stage)
     return folders
 
 
@@ -129,20 +162,25 @@ def _data_round(config: IterateConfig, out: Path, index: int, sample_folders: li
     if data.is_file():
         return data
     runs = list(sample_folders)
+    merged = [index]
     if config.data == "accumulate":
+        merged = list(range(1, index + 1))
         earlier = [
-            round_dir(out, r) / name
+            path
             for r in range(1, index)
-            for name in ("samples", "samples-hard")
-            if (round_dir(out, r) / name / "results.jsonl").is_file()
+            for path in sampling_plan.sample_folders(round_dir(out, r))
         ]
         runs = earlier + runs
+    # DART methods: a problem's records are capped by its targets, not by max_per_problem
+    caps = sampling_plan.record_caps([round_dir(out, r) for r in merged])
     records = build_records(
         "dpo" if config.stage == "dpo" else "sft",
         runs,
-        max_per_problem=config.max_per_problem,
+        max_per_problem=None if caps else config.max_per_problem,
         seed=config.seed + index,
     )
+    if caps:
+        records = sampling_plan.cap_per_problem(records, caps)
     if not records:
         raise ConfigError(
             f"round {index}: no training records from {len(runs)} sample folder(s) (no verified "
@@ -219,6 +257,7 @@ def _round_summary(
             sum(1 for line in data.read_text().splitlines() if line.strip()) if data else 0
         ),
         "memory": memory_report(train_peak_rss_mib),
+        "sampling": sampling_plan.round_summary(eval_dir.parent),
     }
 
 
