@@ -10,7 +10,10 @@ at the step it was in and keeps everything it had finished:
 
     OUT/config.yaml, manifest.json
     OUT/rounds/<r>/samples/        eval run folder: the round's samples and verdicts
-    OUT/rounds/<r>/samples-hard/   extra samples for the problems the policy fails
+    OUT/rounds/<r>/samples-hard/   extra samples for the problems the policy fails (hard_n)
+    OUT/rounds/<r>/samples-dart-<j>-n<n>/  DART-Math batched rounds (uniform / prop2diff)
+    OUT/rounds/<r>/sampling-plan.json, correct-by-difficulty.png   per-problem quota and its plot
+    OUT/rounds/<r>/train-spec.json, train-result.json   the training child's input and result
     OUT/rounds/<r>/data.jsonl      the round's training records (written atomically)
     OUT/rounds/<r>/train/          the training run folder; its adapter is what is served
     OUT/rounds/<r>/eval/           held-out eval run folder with the new adapter
