@@ -165,3 +165,36 @@ def test_pending_groups_by_what_is_left_of_the_budget() -> None:
 def test_contradictory_sampling_settings_name_the_field(sample: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError, match=rf"sample.*{field}"):
         build_config(IterateConfig, {"sample": {"strategy": {"n": 2}, **sample}})
+
+
+def test_a_uniform_loop_round_trains_in_a_child_and_reports_memory_and_sampling(
+    tmp_path: Path, test_model_path: Path
+) -> None:
+    """The whole loop without an engine: scripted samples, DART Uniform, SFT of a tiny model
+    in the training child, round.json with the sampling and memory reports; a re-run resumes
+    without sampling or training again."""
+    from _tiny_model import make_tiny_model
+
+    from reasoner.loops.iterate import run_iterate
+
+    model = make_tiny_model(tmp_path / "tiny", test_model_path)
+    settings = loop_config(tmp_path, method="uniform", k=2, max_samples=4).model_dump(mode="json")
+    settings.update(
+        rounds=1,
+        model={"name": model, "enable_lora": True},
+        train={"train": {"max_steps": 1, "batch_size": 2, "save_steps": 1}},
+    )
+    config = build_config(IterateConfig, settings)
+    generator = scripted()
+    summaries = run_iterate(config, generator=generator)
+    first = summaries[1]
+    assert first["sampling"]["method"] == "uniform"
+    assert (first["sampling"]["reached_target"], first["sampling"]["stopped_at_budget"]) == (2, 1)
+    assert Path(first["sampling"]["histogram"]).is_file()
+    assert first["memory"]["train_child_peak_rss_mib"] > 50
+    assert first["memory"]["loop_peak_rss_mib"] > 50
+    assert (Path(first["adapter"]) / "adapter_model.safetensors").is_file()
+    assert first["dataset_records"] == 4  # easy and half: 2 each, never: none
+
+    again = scripted()
+    assert run_iterate(config, generator=again) == summaries and again.calls == []
