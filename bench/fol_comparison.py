@@ -86,6 +86,8 @@ def row(benchmark: str, method: Method, summary: dict[str, Any], folder: Path) -
         "tokens_per_problem": summary["compute"]["per_problem"],
         "completion_tokens_per_problem": summary["tokens"]["completion_per_problem"],
         "fol_error_rates": rates,
+        # execute-and-vote: problems answered by a program / by the CoT fallback (Logic-LM)
+        "answered_by": summary.get("answered_by"),
     }
 
 
@@ -93,8 +95,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| benchmark | method | problems | accuracy [95% CI] | no answer | parse errors "
         "(first / after repair) | prover errors (first / after repair) | other errors "
-        "(first / after repair) | tokens/problem |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "(first / after repair) | by CoT fallback (correct) | tokens/problem |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         low, high = r["accuracy_ci95"]
@@ -112,10 +114,12 @@ def table(rows: list[dict[str, Any]]) -> str:
                 both("prover_error_rate"),
                 both("other_error_rate"),
             )
+        by = r.get("answered_by")
+        fallback = "-" if not by else f"{by['fallback']} ({by['fallback_correct']})"
         lines.append(
             f"| {r['benchmark']} | {r['method']} | {r['problems']} | {accuracy} "
             f"[{100 * low:.1f}, {100 * high:.1f}] | {r['no_answer']} | {parse} | {prover} | "
-            f"{other} | {r['tokens_per_problem']:.0f} |"
+            f"{other} | {fallback} | {r['tokens_per_problem']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

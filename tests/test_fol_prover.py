@@ -4,6 +4,7 @@ SFT export; end to end on the real engine in the slow tier."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ from reasoner.errors import ConfigError
 from reasoner.prompts import load_prompt
 from reasoner.runner.benchmarks import load_benchmark
 from reasoner.runner.datasets import load_dataset, load_manifest
+from reasoner.runner.metrics import summarize
 from reasoner.strategies.base import Budget, StrategyConfig
-from reasoner.strategies.execute_vote import majority
+from reasoner.strategies.execute_vote import Outcome, majority
 from reasoner.strategies.fol_prover import (
     FOLProver,
     Options,
@@ -211,7 +213,8 @@ def test_no_repair_when_rounds_or_budget_run_out() -> None:
     def script(request: GenerationRequest, call: int) -> list[str]:
         return [BROKEN] * request.sampling.n
 
-    for kwargs in ({"max_refine_rounds": 0}, {"budget": Budget(calls=1)}):
+    # no fallback either: switched off, or the budget is spent
+    for kwargs in ({"max_refine_rounds": 0, "fallback": "none"}, {"budget": Budget(calls=1)}):
         traces, generator, _ = run([mc_problem()], script, ChoiceVerifier(), n=2, **kwargs)
         assert generator.calls == [1]
         (trace,) = traces
@@ -219,6 +222,57 @@ def test_no_repair_when_rounds_or_budget_run_out() -> None:
         assert "does not parse" in trace.verdict.feedback
         assert [v.status for v in trace.samples] == ["error", "error"]
         assert error_rates([trace.to_dict()])["problems_undecided"] == 1
+        assert trace.verdict.details["answered_by"] is None
+
+
+def test_undecided_problems_fall_back_to_chain_of_thought_in_one_call() -> None:
+    """Logic-LM's backup: every problem no translation decided gets one greedy CoT answer from
+    the run's prompt, all in one engine call after the repairs; decided problems get none."""
+    decided = mc_problem("A")
+    stuck = [dataclasses.replace(mc_problem("B"), id=f"stuck-{i}") for i in range(2)]
+
+    def script(request: GenerationRequest, call: int) -> list[str]:
+        text = (request.messages or ())[-1].content
+        if "Translation:" not in text and "does not parse" not in text:  # the CoT prompt
+            assert request.sampling.temperature == 0.0 and request.sampling.n == 1
+            return ["Step by step, it is false. The answer is (B)."]
+        if call == 0 and not first_request:  # the decided problem's programs
+            first_request.append(request)
+            return [GOOD] * request.sampling.n
+        return [BROKEN] * request.sampling.n
+
+    first_request: list[GenerationRequest] = []
+
+    traces, generator, finished = run(
+        [decided, *stuck], script, ChoiceVerifier(), n=2, max_refine_rounds=1
+    )
+    assert generator.calls == [3, 4, 2]  # programs, repairs of the stuck ones, one CoT call
+    assert all("Translation:" not in (r.messages or ())[-1].content for r in generator.batches[2])
+    assert finished == ["mc-1", "stuck-0", "stuck-1"]
+    first, *rest = traces
+    assert first.verdict.details["answered_by"] == "program" and len(first.steps) == 1
+    for trace in rest:
+        assert trace.prediction == "B" and trace.verdict.status == "correct"
+        assert trace.verdict.details["answered_by"] == "fallback"
+        assert trace.verdict.details["decided"] == 0
+        # round 0, one repair per chain, the CoT answer
+        assert trace.usage.engine_calls == 3 and len(trace.steps) == 1 + 2 + 1
+        assert trace.steps[-1].verdicts[0].status == "correct"
+    summary = summarize([t.to_dict() for t in traces])
+    assert summary["answered_by"] == {"program": 1, "fallback": 2, "fallback_correct": 2}
+    assert summary["no_answer"] == 0
+
+
+def test_a_missing_solver_is_not_papered_over_by_the_fallback() -> None:
+    class NoProver(FOLProver):
+        def execute(self, problem: Problem, text: str, options: Any) -> Outcome:
+            return Outcome(None, "missing", "prover not installed", infrastructure=True)
+
+    generator = ScriptedGenerator(lambda request, call: [GOOD] * request.sampling.n)
+    config = StrategyConfig(load_prompt("logic_label"), SamplingParams(), n=2)
+    (trace,) = NoProver().run([mc_problem()], generator, ChoiceVerifier(), config)
+    assert generator.calls == [1]
+    assert trace.verdict.status == "error" and trace.verdict.details["answered_by"] is None
 
 
 def test_the_final_verdict_is_the_run_verifiers() -> None:

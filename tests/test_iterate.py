@@ -10,10 +10,11 @@ import pytest
 import yaml
 
 from reasoner.config import build_config
-from reasoner.errors import ConfigError
+from reasoner.errors import ConfigError, DatasetError
 from reasoner.loops.config import IterateConfig
 from reasoner.loops.iterate import _hard_ids, run_iterate, stage_config
 from reasoner.loops.report import is_iterate_folder, plot_rounds, rounds_table
+from reasoner.loops.train_child import memory_report, train_in_child
 from reasoner.runner.run_folder import RunFolder
 from reasoner.training.config import DPOConfig, SFTConfig
 
@@ -121,3 +122,57 @@ def test_rounds_table_and_plot(tmp_path: Path) -> None:
     assert "| 2 | 40.0% (30.0%-50.0%) | 4/10 | 25.0% | 20 | 5000 | 1002 |" in table
     png = plot_rounds([loop], tmp_path / "rounds.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, test_model_path: Path) -> str:
+    from _tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"), test_model_path)
+
+
+def _sft_stage(model: str, data: Path, out: Path) -> dict[str, Any]:
+    return SFTConfig.model_validate(
+        {
+            "model": {"name": model},
+            "data": {"file": str(data)},
+            "train": {"max_steps": 2, "batch_size": 2, "save_steps": 1},
+            "out": str(out),
+            "progress": False,
+        }
+    ).model_dump(mode="json")
+
+
+def test_training_runs_in_a_child_process_and_reports_its_peak_rss(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data.jsonl"
+    records = [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} + {i}?"}],
+            "completion": [{"role": "assistant", "content": f"{2 * i}."}],
+        }
+        for i in range(4)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    adapter, peak = train_in_child("sft", _sft_stage(tiny_model, data, tmp_path / "t"), tmp_path)
+    assert (Path(adapter) / "adapter_model.safetensors").is_file()
+    assert peak > 50  # MiB: a Python process with torch loaded, measured in the child
+    assert json.loads((tmp_path / "train-result.json").read_text())["adapter"] == adapter
+    # a finished run folder is returned again without training (the loop's resume)
+    again, _ = train_in_child("sft", _sft_stage(tiny_model, data, tmp_path / "t"), tmp_path)
+    assert again == adapter
+
+
+def test_an_error_in_the_training_child_reaches_the_loop_by_class_and_message(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-data.jsonl"
+    with pytest.raises(DatasetError, match=r"records file .*no-such-data\.jsonl does not exist"):
+        train_in_child("sft", _sft_stage(tiny_model, missing, tmp_path / "t"), tmp_path)
+
+
+def test_memory_report_has_the_loop_and_training_peaks() -> None:
+    report = memory_report(1234.5)
+    assert report["train_child_peak_rss_mib"] == 1234.5
+    assert (report["loop_peak_rss_mib"] or 0) > 10

@@ -37,6 +37,9 @@ from reasoner.strategies.lean.tactics import (
     assemble_proof,
     clean_tactic,
     sequence_logprob,
+    span_logprob,
+    tactic_logprob,
+    tactic_span,
 )
 from reasoner.strategies.sft_export import sft_records
 from reasoner.types import (
@@ -209,6 +212,82 @@ def test_a_proof_the_verifier_rejects_does_not_count(tmp_path: Path) -> None:
     assert len(rejected) == 1 and "rejected" in rejected[0]["message"]
     assert trace.verdict.status == "incorrect" and trace.prediction is None
     assert "no open states left" in trace.verdict.feedback
+
+
+def test_a_closed_goal_does_not_drop_the_other_states_tactics(tmp_path: Path) -> None:
+    """Two states expanded in one step: S1's `omega` closes the proof, and S2's tactic of the
+    same step still runs (its child is in the tree), while S1's own later candidate does not."""
+    (trace,), log, _ = search(
+        ["toy_add"],
+        tmp_path,
+        overrides={S1: [["omega", -0.1], ["exact h₁", -0.5]]},
+        expansions_per_step=2,
+        final_check="environment",
+    )
+    assert trace.verdict.status == "correct" and trace.verdict.details["proof"] == [
+        "subst h₀",
+        "omega",
+    ]
+    by_goals = {n["goals"]: n for n in trace.tree if n["status"] == "expanded"}
+    s1, s2 = by_goals[S1], by_goals[S2]
+    assert s1["expanded_at"] == 1 and s2["expanded_at"] == 2  # popped in the same step
+    s2_children = [n for n in trace.tree if n["parent"] == s2["id"]]
+    assert [n["tactic"] for n in s2_children] == ["subst h₀"]
+    assert s2_children[0]["goals"] == S3
+    assert [n["tactic"] for n in trace.tree if n["parent"] == s1["id"]] == ["omega"]
+    ran = [r.get("tactic") for r in logged(log) if "tactic" in r]
+    assert ran == ["subst h₀", "subst h₁", "norm_num", "omega", "subst h₀"]
+
+
+def test_a_tactic_is_scored_by_its_own_tokens_not_the_whole_reply() -> None:
+    """A chat reply with a fence and an explanation: only the tactic's tokens count, so the
+    likely tactic with an unlikely explanation outranks a less likely bare tactic."""
+
+    explained = tokens_of(
+        ("```lean\n", -0.01), ("norm", -0.2), ("_num", -0.1), (" [h₀]", -0.2), ("\n```", -0.01),
+        ("\nThis", -3.0), (" closes", -4.0), (" it.", -2.0),
+    )  # fmt: skip
+    bare = tokens_of(("`", -0.1), ("lin", -0.4), ("arith", -0.6), ("`", -0.1))
+
+    class Replies(Generator):
+        description = "fake:scored-replies"
+
+        def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+            return [
+                [
+                    Completion("".join(t.token for t in explained), "stop", 5, 8, explained),
+                    Completion("".join(t.token for t in bare), "stop", 5, 4, bare),
+                ]
+                for _ in requests
+            ]
+
+    proposer = TacticGenerator(Replies(), load_prompt("lean_tactic"), SamplingParams(), 2)
+    (proposal,) = proposer.propose([(problem("toy_add"), TacticState((ROOT,), ()), 0)])
+    assert [(c.tactic, c.sample) for c in proposal.candidates] == [
+        ("norm_num [h₀]", 0),
+        ("linarith", 1),
+    ]
+    assert proposal.candidates[0].logprob == pytest.approx(-0.5)
+    assert proposal.candidates[1].logprob == pytest.approx(-1.0)
+
+
+def test_tactic_spans_and_their_logprobs() -> None:
+    text = "<think>try simp</think>\n  `simp at h`  \nmore"
+    start, end = tactic_span(text) or (0, 0)
+    assert text[start:end] == "simp at h"
+    # tokens whose decoded text is not the reply's (a split multi-byte character): the tactic
+    # is found in the tokens' own text
+    odd = Completion(
+        "∀ x\nok", "stop", 1, 3, tokens_of(("\ufffd", -1.0), (" x", -0.5), ("\nok", -2.0))
+    )
+    assert span_logprob(odd, 0, 3) == pytest.approx(-3.5)  # not found: the whole reply
+    plain = Completion("a b\nc", "stop", 1, 3, tokens_of(("a", -1.0), (" b", -0.5), ("\nc", -2.0)))
+    assert span_logprob(plain, 0, 3) == pytest.approx(-1.5)
+    assert tactic_logprob(plain) == pytest.approx(-1.5)
+
+
+def tokens_of(*pieces: tuple[str, float]) -> tuple[TokenLogprob, ...]:
+    return tuple(TokenLogprob(text, logprob) for text, logprob in pieces)
 
 
 def test_the_expansion_limit_stops_a_search(tmp_path: Path) -> None:
@@ -435,7 +514,9 @@ def test_the_tactic_generator_batches_states_and_scores_by_logprob(vllm_generato
         for candidate in proposal.candidates:
             completion = proposal.completions[candidate.sample]
             assert completion.logprobs, "the backend must return logprobs when asked"
-            assert candidate.logprob == pytest.approx(sum(t.logprob for t in completion.logprobs))
+            # the tactic's own tokens: at least the whole reply's log-probability
+            assert candidate.logprob == pytest.approx(tactic_logprob(completion))
+            assert candidate.logprob >= sum(t.logprob for t in completion.logprobs)
             assert candidate.tactic == clean_tactic(completion.text)
         assert [c.logprob for c in proposal.candidates] == sorted(
             (c.logprob for c in proposal.candidates), reverse=True

@@ -152,3 +152,48 @@ def test_divergence_guard_stops_on_nan_and_blow_up() -> None:
         rewards.check(step, value, "reward", bounded=True)  # a reward that grows is no blow-up
     with pytest.raises(TrainingDiverged, match="reward is inf"):
         rewards.check(4, math.inf, "reward", bounded=True)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_zo_config_refuses_low_precision_weights_by_field(dtype: str) -> None:
+    from reasoner.config import build_config
+    from reasoner.errors import ConfigError
+
+    base = {"data": {"file": "records.jsonl"}, "model": {"dtype": dtype}}
+    with pytest.raises(ConfigError, match=rf"model\.dtype: .*{dtype}.*float32"):
+        build_config(ZOConfig, base, source="zo.yaml")
+    assert build_config(ZOConfig, {**base, "model": {"dtype": "float32"}}).model.dtype == "float32"
+
+
+def test_zo_config_takes_auto_as_float32() -> None:
+    """`auto` (the machine-chosen dtype, where the config schema has it) is accepted for zo,
+    whose stage then loads float32 whatever the machine would choose."""
+    from typing import get_args
+
+    from reasoner.training.config import DType
+
+    if "auto" not in get_args(DType):
+        pytest.skip("model.dtype: auto is not in this branch's schema")
+    config = ZOConfig.model_validate({"data": {"file": "r.jsonl"}, "model": {"dtype": "auto"}})
+    assert config.model.dtype == "auto"
+
+
+def test_mezo_refuses_bf16_parameters() -> None:
+    named = [("w", torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16), requires_grad=False))]
+    with pytest.raises(ValueError, match=r"w is torch\.bfloat16.*float32"):
+        MeZO(named, eps=1e-3)
+
+
+def test_bf16_perturbation_would_not_restore_the_weights() -> None:
+    """Why bf16 is refused: +eps/-2eps/+eps in bf16 leaves weights near 1 changed, while the
+    same moves in float32 restore them (the check test_estimate_... makes to 1e-6)."""
+    weights = torch.linspace(0.5, 2.0, 4096)
+    z = torch.randn(4096, generator=torch.Generator().manual_seed(0))
+    low = weights.to(torch.bfloat16)
+    for scale in (1e-3, -2e-3, 1e-3):
+        low.add_(z.to(torch.bfloat16), alpha=scale)
+    assert not torch.equal(low, weights.to(torch.bfloat16))
+    high = weights.clone()
+    for scale in (1e-3, -2e-3, 1e-3):
+        high.add_(z, alpha=scale)
+    torch.testing.assert_close(high, weights, rtol=0, atol=1e-6)

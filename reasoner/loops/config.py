@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reasoner.config import SamplingSettings, StrategySettings, UserDataset
 from reasoner.models.config import ModelConfig
@@ -27,15 +27,40 @@ class ProblemSlice(_Strict):
 
 
 class SampleStage(_Strict):
-    """How each round samples the training problems. Problems whose pass rate is at most
-    `hard_threshold` get `hard_n` more samples (DART-Math's difficulty-aware rejection tuning):
-    the easy problems already have correct solutions, the hard ones are where new data comes
-    from."""
+    """How each round samples the training problems: `strategy.n` samples each, then, by
+    `method` (see reasoner.loops.sampling_plan):
+
+    - `hard_n`: problems whose pass rate is at most `hard_threshold` get `hard_n` more samples
+      (one extra batch);
+    - `uniform` (DART-Math Uniform): batched rounds of `round_n` samples until every problem has
+      `k` correct responses or has had `max_samples` samples;
+    - `prop2diff` (DART-Math Prop2Diff): the same, with a target of correct responses that
+      grows with difficulty (fail rate of the first samples), `k` for the hardest problem.
+
+    With uniform / prop2diff a problem's training records are capped at its target."""
 
     strategy: StrategySettings = StrategySettings(name="self-consistency", n=4)
     sampling: SamplingSettings = SamplingSettings(temperature=0.7)
+    method: Literal["hard_n", "uniform", "prop2diff"] = "hard_n"
     hard_n: int = Field(default=0, ge=0)
     hard_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+    k: int = Field(default=4, ge=1)  # uniform / prop2diff: correct responses wanted
+    max_samples: int = Field(default=32, ge=1)  # uniform / prop2diff: per-problem budget
+    round_n: int | None = Field(default=None, ge=1)  # per extra round; None: strategy.n
+
+    @model_validator(mode="after")
+    def _one_method(self) -> SampleStage:
+        if self.method != "hard_n" and self.hard_n:
+            raise ValueError(
+                f"hard_n: the {self.method} method samples to a quota (k, max_samples); "
+                "set hard_n to 0 or use method: hard_n"
+            )
+        if self.method != "hard_n" and self.strategy.n > self.max_samples:
+            raise ValueError(
+                f"max_samples: {self.max_samples} is below the first round's strategy.n "
+                f"({self.strategy.n}); the budget counts those samples too"
+            )
+        return self
 
 
 class EvalStage(_Strict):
@@ -61,6 +86,9 @@ class IterateConfig(_Strict):
     # the training stage's own config (the keys of `reasoner train <stage>`), without model,
     # data and out, which each round sets
     train: dict[str, Any] = {}
+    # child: each round's training runs in its own process, whose memory is returned when it
+    # exits (the engine stays up beside it); inline: in this process (tests, debugging)
+    train_process: Literal["child", "inline"] = "child"
     seed: int = 0
     out: str | None = None
     progress: bool = True

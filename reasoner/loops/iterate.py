@@ -10,7 +10,10 @@ at the step it was in and keeps everything it had finished:
 
     OUT/config.yaml, manifest.json
     OUT/rounds/<r>/samples/        eval run folder: the round's samples and verdicts
-    OUT/rounds/<r>/samples-hard/   extra samples for the problems the policy fails
+    OUT/rounds/<r>/samples-hard/   extra samples for the problems the policy fails (hard_n)
+    OUT/rounds/<r>/samples-dart-<j>-n<n>/  DART-Math batched rounds (uniform / prop2diff)
+    OUT/rounds/<r>/sampling-plan.json, correct-by-difficulty.png   per-problem quota and its plot
+    OUT/rounds/<r>/train-spec.json, train-result.json   the training child's input and result
     OUT/rounds/<r>/data.jsonl      the round's training records (written atomically)
     OUT/rounds/<r>/train/          the training run folder; its adapter is what is served
     OUT/rounds/<r>/eval/           held-out eval run folder with the new adapter
@@ -27,7 +30,9 @@ from typing import Any
 
 from reasoner.config import EvalConfig, build_config
 from reasoner.errors import ConfigError
+from reasoner.loops import sampling_plan
 from reasoner.loops.config import IterateConfig, ProblemSlice
+from reasoner.loops.train_child import memory_report, train_in_child
 from reasoner.models import Generator, load_generator
 from reasoner.runner.evaluate import plan_eval, run_eval
 from reasoner.runner.manifest import folder_sha256, git_commit, hardware, package_versions
@@ -104,6 +109,36 @@ def _sample_round(
         generator=generator,
     )
     folders = [samples]
+    if stage.method != "hard_n":
+        extra = config.train_problems.model_copy(update={"limit": None})
+
+        def run_batch(name: str, ids: list[str], n: int, batch: int) -> Path:
+            run_eval(
+                _eval_config(
+                    config,
+                    extra,
+                    {**strategy, "n": n},
+                    sampling,
+                    folder / name,
+                    seed + 1000 * batch,
+                    adapter,
+                    ids=ids,
+                ),
+                generator=generator,
+            )
+            return folder / name
+
+        dart = sampling_plan.sample_to_quota(
+            stage.method,
+            samples,
+            stage.k,
+            stage.max_samples,
+            stage.round_n or stage.strategy.n,
+            run_batch,
+        )
+        folders += dart[0]
+        sampling_plan.write_plan(folder / sampling_plan.PLAN_FILE, stage.method, dart[1], stage)
+        return folders
     if stage.hard_n > 0:
         hard = _hard_ids(samples, stage.hard_threshold)
         if hard:
@@ -120,6 +155,8 @@ def _sample_round(
             )
             run_eval(hard_eval, generator=generator)
             folders.append(hard_folder)
+    plan = sampling_plan.describe(folders)
+    sampling_plan.write_plan(folder / sampling_plan.PLAN_FILE, "hard_n", plan, stage)
     return folders
 
 
@@ -128,20 +165,25 @@ def _data_round(config: IterateConfig, out: Path, index: int, sample_folders: li
     if data.is_file():
         return data
     runs = list(sample_folders)
+    merged = [index]
     if config.data == "accumulate":
+        merged = list(range(1, index + 1))
         earlier = [
-            round_dir(out, r) / name
+            path
             for r in range(1, index)
-            for name in ("samples", "samples-hard")
-            if (round_dir(out, r) / name / "results.jsonl").is_file()
+            for path in sampling_plan.sample_folders(round_dir(out, r))
         ]
         runs = earlier + runs
+    # DART methods: a problem's records are capped by its targets, not by max_per_problem
+    caps = sampling_plan.record_caps([round_dir(out, r) for r in merged])
     records = build_records(
         "dpo" if config.stage == "dpo" else "sft",
         runs,
-        max_per_problem=config.max_per_problem,
+        max_per_problem=None if caps else config.max_per_problem,
         seed=config.seed + index,
     )
+    if caps:
+        records = sampling_plan.cap_per_problem(records, caps)
     if not records:
         raise ConfigError(
             f"round {index}: no training records from {len(runs)} sample folder(s) (no verified "
@@ -176,12 +218,21 @@ def stage_config(config: IterateConfig, data: Path, previous: str | None, out: P
 
 def _train_round(
     config: IterateConfig, out: Path, index: int, data: Path, previous: str | None
-) -> str:
-    return str(train_stage(stage_config(config, data, previous, round_dir(out, index) / "train")))
+) -> tuple[str, float | None]:
+    """The round's adapter, and the training child's peak RSS in MiB (None: trained inline)."""
+    staged = stage_config(config, data, previous, round_dir(out, index) / "train")
+    if config.train_process == "inline":
+        return str(train_stage(staged)), None
+    return train_in_child(config.stage, staged.model_dump(mode="json"), round_dir(out, index))
 
 
 def _round_summary(
-    index: int, sample_folders: list[Path], data: Path | None, adapter: str | None, eval_dir: Path
+    index: int,
+    sample_folders: list[Path],
+    data: Path | None,
+    adapter: str | None,
+    eval_dir: Path,
+    train_peak_rss_mib: float | None = None,
 ) -> dict[str, Any]:
     evaluation = json.loads((eval_dir / "summary.json").read_text())
     sampled = [json.loads((f / "summary.json").read_text()) for f in sample_folders]
@@ -208,6 +259,8 @@ def _round_summary(
         "dataset_records": (
             sum(1 for line in data.read_text().splitlines() if line.strip()) if data else 0
         ),
+        "memory": memory_report(train_peak_rss_mib),
+        "sampling": sampling_plan.round_summary(eval_dir.parent),
     }
 
 
@@ -257,10 +310,11 @@ def run_iterate(config: IterateConfig, generator: Generator | None = None) -> li
             round_dir(out, index).mkdir(parents=True, exist_ok=True)
             sample_folders: list[Path] = []
             data: Path | None = None
+            train_rss: float | None = None
             if index > 0:
                 sample_folders = _sample_round(config, out, index, adapter, generator)
                 data = _data_round(config, out, index, sample_folders)
-                adapter = _train_round(config, out, index, data, adapter)
+                adapter, train_rss = _train_round(config, out, index, data, adapter)
             eval_dir = round_dir(out, index) / "eval"
             run_eval(
                 _eval_config(
@@ -274,7 +328,7 @@ def run_iterate(config: IterateConfig, generator: Generator | None = None) -> li
                 ),
                 generator=generator,
             )
-            summary = _round_summary(index, sample_folders, data, adapter, eval_dir)
+            summary = _round_summary(index, sample_folders, data, adapter, eval_dir, train_rss)
             _write_atomic(marker, json.dumps(summary, indent=2) + "\n")
             summaries.append(summary)
     finally:

@@ -113,3 +113,60 @@ def plot_rounds(paths: Sequence[Path], out: Path) -> Path:
     figure.savefig(out, dpi=120)
     plt.close(figure)
     return out
+
+
+def correct_by_difficulty(
+    plan: dict[str, Any], bins: int = 10
+) -> list[tuple[float, int, float, float | None]]:
+    """Per difficulty bin of width 1/bins: (bin start, problems, mean correct responses, mean
+    target or None), from a round's sampling-plan.json; empty bins are left out."""
+    grouped: dict[int, list[dict[str, Any]]] = {}
+    for entry in plan["per_problem"]:
+        grouped.setdefault(min(int(entry["difficulty"] * bins), bins - 1), []).append(entry)
+    rows = []
+    for index in sorted(grouped):
+        entries = grouped[index]
+        targets = [e["target"] for e in entries if e["target"] is not None]
+        rows.append(
+            (
+                index / bins,
+                len(entries),
+                sum(e["correct"] for e in entries) / len(entries),
+                sum(targets) / len(targets) if targets else None,
+            )
+        )
+    return rows
+
+
+def plot_correct_by_difficulty(plan: dict[str, Any], out: Path, bins: int = 10) -> Path:
+    """A round's correct responses per problem against difficulty (fail rate of the first
+    samples): mean per difficulty bin as bars, the mean target as markers (uniform /
+    prop2diff), and the number of problems per bin beneath."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = correct_by_difficulty(plan, bins)
+    width = 1 / bins
+    centres = [start + width / 2 for start, *_ in rows]
+    figure, (correct_axis, count_axis) = plt.subplots(
+        2, 1, figsize=(6.4, 5.2), sharex=True, height_ratios=[3, 1.2]
+    )
+    correct_axis.bar(centres, [r[2] for r in rows], width=width * 0.9, label="correct responses")
+    targeted = [(c, r[3]) for c, r in zip(centres, rows, strict=True) if r[3] is not None]
+    if targeted:
+        correct_axis.plot(*zip(*targeted, strict=True), "k_", markersize=18, label="target")
+    correct_axis.set_ylabel("correct responses per problem (mean)")
+    correct_axis.set_title(f"sampling: {plan['method']}", fontsize="medium")
+    correct_axis.legend(fontsize="small")
+    correct_axis.grid(alpha=0.3)
+    count_axis.bar(centres, [r[1] for r in rows], width=width * 0.9, color="grey")
+    count_axis.set_ylabel("problems")
+    count_axis.set_xlabel("difficulty (1 - pass rate of the first samples)")
+    count_axis.set_xlim(0, 1)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return out

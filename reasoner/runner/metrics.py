@@ -201,6 +201,16 @@ def summarize(
     )
     if breakdown_keys:
         summary["breakdown"] = {key: breakdown(rows, key) for key in breakdown_keys}
+    answered_by = [row["verdict"].get("details", {}).get("answered_by", "") for row in rows]
+    if any(by != "" for by in answered_by):  # execute-and-vote: program vs CoT fallback
+        summary["answered_by"] = {
+            "program": answered_by.count("program"),
+            "fallback": answered_by.count("fallback"),
+            "fallback_correct": sum(
+                by == "fallback" and row["verdict"]["status"] == "correct"
+                for by, row in zip(answered_by, rows, strict=True)
+            ),
+        }
     summary["engine_requests"] = sum(row["usage"]["engine_calls"] for row in rows)
     summary["verifier_calls"] = sum(row["usage"]["verifier_calls"] for row in rows)
     return summary

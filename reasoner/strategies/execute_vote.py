@@ -7,6 +7,13 @@ Each of a problem's K samples is a *chain*: its first program, then up to `max_r
 repairs, each shown the error the parser or solver reported (Logic-LM's self-refinement). The
 answer is the majority over the chains' last programs that the solver could decide.
 
+Fallback (Logic-LM's backup strategy, Pan et al., 2023): when no chain's program is decided, the
+problem is answered by chain of thought instead (`options.fallback: cot`, the default) with the
+run's own prompt, greedily, in one engine call for every problem that needs it after the repair
+rounds (unless the problem's budget is spent); `fallback: none` leaves it unanswered. The final
+verdict's `details.answered_by` says which path answered (`program`, `fallback` or None), and the
+run summary counts each (`answered_by`).
+
 Batching: round 0 is one engine call for every problem's K samples; each refine round is one
 engine call for every failing chain of every problem. A problem whose chains all succeeded (or
 that has no rounds or budget left) is handed to `on_trace` at once, so a crash loses nothing it
@@ -29,7 +36,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,6 +75,9 @@ class ExecuteOptions(BaseModel):
     max_refine_rounds: int = Field(1, ge=0)
     #: solver runs at once (provers and sandboxes are separate processes)
     workers: int = Field(2, ge=1)
+    #: when no program is decided: answer by chain of thought with the run's prompt (`cot`,
+    #: Logic-LM's backup strategy) or leave the problem unanswered (`none`)
+    fallback: Literal["cot", "none"] = "cot"
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,9 @@ class _Search:
     latest: dict[int, _Attempt] = field(default_factory=dict)  # chain -> its last attempt
     done: bool = False
 
+
+# the chain-of-thought request and its answer for a problem no program decided
+_Fallback = tuple[GenerationRequest, Completion]
 
 # (problem, the request, chain, the program, the attempt it repairs)
 _Job = tuple[_Search, GenerationRequest, int, Completion, _Attempt | None]
@@ -190,11 +203,20 @@ class ExecuteAndVote(Strategy):
             _Search(problem, self.first_messages(problem, options), started) for problem in problems
         ]
         traces: dict[int, Trace] = {}
+        deferred: list[int] = []  # undecided problems waiting for the batched fallback
 
-        def finish(index: int) -> None:
+        def finish(index: int, fallback: _Fallback | None = None) -> None:
             search = searches[index]
             search.done = True
-            traces[index] = self._trace(search, verifier)
+            if (
+                fallback is None
+                and options.fallback == "cot"
+                and _needs_fallback(search)
+                and not config.budget.exhausted(search.usage)  # the budget caps it too
+            ):
+                deferred.append(index)
+                return
+            traces[index] = self._trace(search, verifier, fallback)
             if on_trace is not None:
                 on_trace(traces[index])
 
@@ -264,7 +286,35 @@ class ExecuteAndVote(Strategy):
         for index, search in enumerate(searches):
             if not search.done:
                 finish(index)
+        if deferred:
+            # one engine call for every problem no program decided (finish() defers them)
+            fallbacks = self._fall_back([searches[i] for i in deferred], generator, config)
+            for index, fallback in zip(deferred, fallbacks, strict=True):
+                finish(index, fallback)
         return [traces[i] for i in range(len(searches))]
+
+    def _fall_back(
+        self, undecided: list[_Search], generator: Generator, config: StrategyConfig
+    ) -> list[_Fallback]:
+        """One greedy chain-of-thought answer per undecided problem, all in one engine call,
+        with the run's prompt (Logic-LM's backup is its greedy CoT baseline)."""
+        requests = [
+            GenerationRequest(
+                messages=config.prompt.render(search.problem),
+                sampling=dataclasses.replace(
+                    config.sampling,
+                    n=1,
+                    temperature=0.0,
+                    seed=problem_seed(config.seed, f"{search.problem.id}\0fallback"),
+                ),
+            )
+            for search in undecided
+        ]
+        outputs = generator.generate(requests)
+        for search, completions in zip(undecided, outputs, strict=True):
+            charge(search.usage, completions)
+            search.usage.engine_calls += 1
+        return [(r, c[0]) for r, c in zip(requests, outputs, strict=True)]
 
     def _record(
         self,
@@ -316,7 +366,9 @@ class ExecuteAndVote(Strategy):
                 called.add(id(search))
             search.steps.append(Step(request, completions, by_request.get(id(request), [])))
 
-    def _trace(self, search: _Search, verifier: Verifier) -> Trace:
+    def _trace(
+        self, search: _Search, verifier: Verifier, fallback: _Fallback | None = None
+    ) -> Trace:
         problem = search.problem
         finals = [search.latest[chain] for chain in sorted(search.latest)]
         answers = [a.outcome.answer for a in finals]
@@ -330,10 +382,22 @@ class ExecuteAndVote(Strategy):
                 Counter(a.outcome.error for a in search.attempts if a.outcome.error)
             ),
             "repairs": sum(a.round > 0 for a in search.attempts),
+            "answered_by": None if winner is None else "program",
         }
+        prediction = winner
         if winner is not None:
             verdict = verifier.verify(problem, answer_completion(winner))
             verdict = dataclasses.replace(verdict, details={**verdict.details, **details})
+        elif fallback is not None:
+            request, completion = fallback
+            verdict = verifier.verify(problem, completion)
+            prediction = verdict.answer
+            details["answered_by"] = None if prediction is None else "fallback"
+            verdict = dataclasses.replace(
+                verdict, details={**verdict.details, **details, "fallback": "cot"}
+            )
+            search.usage.verifier_calls += 1
+            search.steps.append(Step(request, [completion], [verdict]))
         elif finals and all(a.outcome.infrastructure for a in finals):
             verdict = Verdict("error", 0.0, finals[0].outcome.message, None, details)
         else:
@@ -345,7 +409,7 @@ class ExecuteAndVote(Strategy):
         return Trace(
             problem=problem,
             steps=search.steps,
-            prediction=winner,
+            prediction=prediction,
             verdict=verdict,
             usage=search.usage,
             clusters=cluster_answers(verifier, problem, samples),
@@ -353,6 +417,15 @@ class ExecuteAndVote(Strategy):
             # pass@k / maj@k count the K first-round programs (step 0), never the repairs
             candidates=list(range(len(search.steps[0].verdicts))) if search.steps else [],
         )
+
+
+def _needs_fallback(search: _Search) -> bool:
+    """No chain was decided, for a reason the model caused: a missing solver is a set-up fault
+    that stays an `error`, not something chain of thought should paper over."""
+    finals = list(search.latest.values())
+    if any(a.outcome.answer is not None for a in finals):
+        return False
+    return not (finals and all(a.outcome.infrastructure for a in finals))
 
 
 def _repairable(outcome: Outcome) -> bool:

@@ -179,10 +179,30 @@ class ZOSettings(_Strict):
     max_new_tokens: int = Field(default=256, ge=1)
 
 
+# Weight dtypes MeZO accepts. "auto" (the machine-chosen dtype of the other stages) means float32
+# here: see ZOConfig._float32_weights.
+ZO_DTYPES = ("float32", "auto")
+
+
 class ZOConfig(_StageConfig):
     stage: Literal["zo"] = "zo"
     train: ZOOptimSettings = ZOOptimSettings()
     zo: ZOSettings = ZOSettings()
+
+    @model_validator(mode="after")
+    def _float32_weights(self) -> ZOConfig:
+        """MeZO runs in float32 only. In bf16 the in-place +eps/-2eps/+eps moves do not cancel
+        (a 1e-3 step is below bf16's resolution for weights near 1: the restored weights drifted
+        2.3% in a bf16 check, 1e-5 in fp32) and L+ - L- is mostly rounding noise. An fp32
+        master copy would fix the weights but not the bf16 forward pass, and would cost 3x the
+        memory MeZO exists to save, so lower precision is refused instead."""
+        if str(self.model.dtype) not in ZO_DTYPES:
+            raise ValueError(
+                f"model.dtype: {self.model.dtype!r} is not supported by the zo stage; MeZO "
+                "perturbs weights in place and needs float32 (set model.dtype: float32, or auto, "
+                "which means float32 for zo)"
+            )
+        return self
 
     @property
     def learning_rate(self) -> float:

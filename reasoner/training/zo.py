@@ -71,6 +71,11 @@ class MeZO:
         for name, p in self.named_params:
             if not p.is_contiguous():
                 raise ValueError(f"parameter {name} is not contiguous; it cannot be perturbed")
+            if str(p.dtype) != "torch.float32":
+                raise ValueError(
+                    f"parameter {name} is {p.dtype}; MeZO needs float32 weights (in lower "
+                    "precision the +eps/-2eps/+eps moves do not restore them)"
+                )
 
     @property
     def numel(self) -> int:

@@ -213,7 +213,7 @@ def train_zo(
     if eval_records is not None:
         check_records(eval_records, kind, "eval records")
     t = config.train
-    policy = load_policy(config.model, purpose="zo")
+    policy = load_policy(config.model, purpose="zo")  # float32 for auto; bf16 is refused
     run.write_manifest(
         training_manifest("zo", policy, config.model, records, eval_records, source, t.seed)
     )

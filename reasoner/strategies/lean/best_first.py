@@ -9,8 +9,9 @@ distinct tactic in the tactic environment, and queues the states that come back.
 before is queued again only if it was reached with a better score (the worse copy is marked
 `superseded`). A tactic that closes every goal ends the search once the run's verifier (the
 Lean verifier: whole proof, axioms checked) accepts the assembled proof; one it rejects is
-marked `rejected` and the search goes on (the state's remaining candidate tactics of that step
-are not tried: running stops at the first tactic that closes the proof).
+marked `rejected` and the search goes on. A state's tactics run until one closes the proof
+(its remaining candidates of that step are not tried, as in ReProver); the other states
+expanded in the same step run all of theirs.
 
 Recorded: a Step per expanded state (its prompt and the K sampled completions, no per-sample
 verdicts: a tactic is not an answer), and `tree` with every node (tactic, goals, score, status,
@@ -445,7 +446,10 @@ class LeanBestFirst(Strategy):
 def _run_tactics(
     job: tuple[_Search, list[tuple[_Node, Proposal, int]], TacticEnvironment],
 ) -> list[tuple[_Node, TacticCandidate, int, TacticOutcome]]:
-    """One problem's tactics of a step, in order; stops at the first that closes the proof."""
+    """One problem's tactics of a step, state by state in rank order. A state stops at its
+    first tactic that closes the proof (ReProver's expansion loop); the step's other states
+    still run all of theirs, since they were popped from the queue and would otherwise be
+    lost should the verifier reject that proof."""
     search, expansions, environment = job
     outcomes = []
     for node, proposal, step in expansions:
@@ -454,7 +458,7 @@ def _run_tactics(
             outcome = environment.run_tactic(search.problem, node.state, candidate.tactic)
             outcomes.append((node, candidate, step, outcome))
             if outcome.status == "proved":
-                return outcomes
+                break
     return outcomes
 
 
