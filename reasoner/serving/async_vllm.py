@@ -22,6 +22,7 @@ from typing import Any
 from reasoner.errors import ModelError
 from reasoner.models.base import Generator
 from reasoner.models.config import ModelConfig
+from reasoner.models.context import context_overflow
 from reasoner.models.vllm_engine import (
     configure_cpu_environment,
     cuda_available,
@@ -209,6 +210,9 @@ class AsyncVLLMGenerator(Generator):
         for index, completions in self.generate_stream(requests):
             results[index] = completions
         return results
+
+    def prompt_overflow(self, request: GenerationRequest) -> str | None:
+        return context_overflow(self.tokenizer, request, self.config.max_model_len)
 
     def in_flight(self) -> int:
         """Requests the engine has not finished (tests use it to see aborts take effect)."""
