@@ -226,6 +226,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else source.with_suffix(".verdicts.jsonl")
     if out.is_dir():
         raise ReasonerError(f"--out {out} is a folder; give the verdicts file's path")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ReasonerError(f"--out {out}: {above} is a file, not a folder")
     if out.exists() and source.exists() and out.samefile(source):
         raise ReasonerError(f"--out {out} is the candidates file itself; choose another path")
     fields = CandidateFields(
