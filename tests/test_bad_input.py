@@ -116,7 +116,7 @@ def test_a_folder_that_is_not_a_run_is_refused_not_taken_over(
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "summary.json").write_text("my own notes\n")
-    with pytest.raises(ConfigError, match="no config.yaml, so it is not a reasoner run folder"):
+    with pytest.raises(ConfigError, match=r"no config\.yaml, so it is not a reasoner run folder"):
         run_eval(_eval_config(mine, data_dir))
     assert [p.name for p in mine.iterdir()] == ["summary.json"]
     assert (mine / "summary.json").read_text() == "my own notes\n"

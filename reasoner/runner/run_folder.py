@@ -37,11 +37,11 @@ class RunFolder:
         with a different config."""
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.path} is a file, not a run folder; choose another --out")
-        for parent in self.path.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise ConfigError(f"{self.path}: {parent} is a file, not a folder")
-                break
+        existing = next((p for p in (self.path, *self.path.parents) if p.exists()), None)
+        if existing is not None and existing != self.path and not existing.is_dir():
+            raise ConfigError(f"{self.path}: {existing} is a file, not a folder")
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{self.path}: {existing} is not writable; choose another --out")
         if self.path.is_dir() and not self.config_path.is_file():
             if any(self.path.iterdir()):
                 raise ConfigError(
