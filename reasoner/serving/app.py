@@ -17,12 +17,12 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
@@ -86,34 +86,20 @@ def create_app(
     async def _refused(request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
 
-    if settings.api_key is not None:
-        expected = f"Bearer {settings.api_key}".encode()
-
-        @app.middleware("http")
-        async def _authorize(request: Request, call_next: Any) -> Response:
-            if request.url.path.startswith("/v1"):
-                given = request.headers.get("authorization", "").encode()
-                if not secrets.compare_digest(given, expected):
-                    error = RequestError(
-                        "a valid API key is needed: `Authorization: Bearer <key>`",
-                        None,
-                        401,
-                        code="invalid_api_key",
-                    )
-                    return JSONResponse(error.body(), status_code=401)
-            response: Response = await call_next(request)
-            return response
+    # a route dependency rather than an HTTP middleware: Starlette's BaseHTTPMiddleware wraps
+    # `receive`, which would hide a client's disconnect from the route
+    authorized = [Depends(_api_key_check(settings.api_key))] if settings.api_key else []
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=authorized)
     async def models() -> dict[str, Any]:
         cards = [_model_card(name, batching) for name in service.model_names]
         return {"object": "list", "data": cards}
 
-    @app.get("/v1/models/{model:path}")
+    @app.get("/v1/models/{model:path}", dependencies=authorized)
     async def model(model: str) -> dict[str, Any]:
         if model not in service.model_names:
             raise RequestError(
@@ -121,7 +107,7 @@ def create_app(
             )
         return _model_card(model, batching)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", dependencies=authorized)
     async def chat_completions(request: Request) -> Response:
         raw = await request.body()
         try:
@@ -177,6 +163,23 @@ def create_app(
             watcher.cancel()
 
     return app
+
+
+def _api_key_check(api_key: str) -> Callable[[Request], Awaitable[None]]:
+    """`Authorization: Bearer <api_key>` or 401, compared in constant time."""
+    expected = f"Bearer {api_key}".encode()
+
+    async def check(request: Request) -> None:
+        given = request.headers.get("authorization", "").encode()
+        if not secrets.compare_digest(given, expected):
+            raise RequestError(
+                "a valid API key is needed: `Authorization: Bearer <key>`",
+                None,
+                401,
+                code="invalid_api_key",
+            )
+
+    return check
 
 
 async def cancel_on_disconnect(
