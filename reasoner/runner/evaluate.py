@@ -231,8 +231,7 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
                 scorer.close()
             if owns_generator:
                 generator.close()
-
-    else:
+    else:  # nothing left to run: the summary is rewritten from the results
         folder.prepare(resolved_config)
     summary = _summary(plan, problems, folder)
     folder.write_summary(summary)
