@@ -9,6 +9,9 @@ import asyncio
 import gc
 import json
 import logging
+import socket
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from reasoner.runner import evaluate
 from reasoner.runner.evaluate import run_eval
 from reasoner.runner.run_folder import RunFolder
 from reasoner.serving.app import cancel_on_disconnect, create_app
-from reasoner.serving.batching import CancelToken
+from reasoner.serving.batching import Cancelled, CancelToken, current_token
 from reasoner.serving.service import ServeSettings
 from reasoner.types import ChatMessage, Completion, GenerationRequest
 
@@ -395,3 +398,53 @@ def test_serve_reads_the_api_key_from_the_environment_and_warns_when_exposed(
     assert serve.settings_for(keyed).api_key == "from-env"
     flag = serve.serve_config(parser.parse_args(["serve", "--api-key", "flag"]))
     assert flag.api_key == "flag"
+
+
+class WaitsForCancel(Generator):
+    """Stands in for AsyncVLLMGenerator's contract (many callers, a CancelToken per call): each
+    call blocks until its token fires, as an engine request decodes until it is aborted."""
+
+    description = "waits:test"
+    concurrent_callers = True
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.aborted = threading.Event()
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        token = current_token.get()
+        assert token is not None, "the server runs every request under a CancelToken"
+        token.register(self.aborted.set)
+        self.entered.set()
+        assert self.aborted.wait(60), "the request was never cancelled"
+        raise Cancelled(token.reason)
+
+
+def test_a_client_that_disconnects_has_its_engine_call_cancelled() -> None:
+    import uvicorn
+
+    generator = WaitsForCancel()
+    app = create_app(generator, ServeSettings(served_model_name=MODEL))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "uvicorn exited"
+            time.sleep(0.01)
+        body = json.dumps(_chat()).encode()
+        head = (
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(head + body)
+            assert generator.entered.wait(60), "the request never reached the generator"
+            assert not generator.aborted.is_set()
+        assert generator.aborted.wait(60), "the engine call outlived its client"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
