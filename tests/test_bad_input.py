@@ -249,6 +249,13 @@ def test_a_huge_prompt_is_refused_without_tokenising() -> None:
         assert reason is not None and "not tokenised" in reason
 
 
+def test_the_length_bound_never_refuses_a_prompt_that_fits(tokenizer: Any) -> None:
+    """Ten times the window in characters, but of a character SmolLM2 packs 16 to a token."""
+    dense = GenerationRequest(messages=(ChatMessage("user", "#" * (4096 * 10 + 1)),))
+    assert context_overflow(tokenizer, dense, 4096) is None
+    assert context_overflow(tokenizer, dense, 512) is not None
+
+
 def test_the_window_is_checked_in_tokens_of_the_models_tokenizer(tokenizer: Any) -> None:
     question = "How many apples? " * 40  # about 160 tokens, about 700 characters
     request = GenerationRequest(messages=(ChatMessage("user", question),))

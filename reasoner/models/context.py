@@ -3,18 +3,29 @@
 vLLM refuses a prompt longer than `max_model_len` by raising, which would abort every other
 request of the same engine call; a run instead gives that one problem an `error` verdict. The
 prompt is measured in characters first: a tokenizer needs minutes (and gigabytes) for a 50 MB
-line, and no tokenizer packs more than a few characters into a token, so a prompt of more than
-`CHARS_PER_TOKEN_BOUND` characters per token of the window cannot fit whatever it tokenises to.
+line, and no token covers more characters than the longest string in the vocabulary (81 for
+SmolLM2's, a run of `#`), so a prompt longer than that times the window cannot fit whatever it
+tokenises to, and is refused without being tokenised.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from reasoner.types import GenerationRequest
 
-#: more characters per token than any tokenizer reaches on text (English averages about 4)
-CHARS_PER_TOKEN_BOUND = 10
+#: characters per token assumed for a tokenizer that does not list its vocabulary
+CHARS_PER_TOKEN_BOUND = 128
+
+
+@functools.lru_cache(maxsize=8)
+def max_chars_per_token(tokenizer: Any) -> int:
+    """The most characters one token can stand for: its longest vocabulary entry."""
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    if not callable(get_vocab):
+        return CHARS_PER_TOKEN_BOUND
+    return max((len(token) for token in get_vocab()), default=CHARS_PER_TOKEN_BOUND)
 
 
 def prompt_chars(request: GenerationRequest) -> int:
@@ -43,7 +54,7 @@ def context_overflow(tokenizer: Any, request: GenerationRequest, max_model_len: 
     A prompt that leaves no room for a single new token is refused; one that leaves less room
     than `max_tokens` is served and stops at the window (finish reason `length`)."""
     chars = prompt_chars(request)
-    if chars > max_model_len * CHARS_PER_TOKEN_BOUND:
+    if chars > max_model_len * max_chars_per_token(tokenizer):
         return (
             f"the prompt has {chars} characters, more than a {max_model_len}-token context "
             f"window can hold (model.max_model_len={max_model_len}); not tokenised"
