@@ -228,6 +228,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ReasonerError("reasoner verify: give a candidates file, or --selftest")
     source = Path(args.candidates)
     out = Path(args.out) if args.out else source.with_suffix(".verdicts.jsonl")
+    if out.is_dir():
+        raise ReasonerError(f"--out {out} is a folder; give the verdicts file's path")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ReasonerError(f"--out {out}: {above} is a file, not a folder")
+    if out.exists() and source.exists() and out.samefile(source):
+        raise ReasonerError(f"--out {out} is the candidates file itself; choose another path")
     fields = CandidateFields(
         args.completion_field, args.answer_field, args.question_field, args.id_field
     )
@@ -388,10 +395,25 @@ def main(argv: list[str] | None = None) -> int:
     except ReasonerError as exc:
         print(f"reasoner: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path that is a file, a folder, read-only, missing, full
+        print(f"reasoner: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as exc:
+        print(f"reasoner: error: a file is not UTF-8 text ({exc})", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:
         how = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"reasoner: {how}; finished problems are saved, re-run to resume", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line naming the path and what is wrong with it, as `cp` or `mkdir` would say it."""
+    import os
+
+    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(map(str, paths))}: {reason}" if paths else reason
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from reasoner.errors import ConfigError
 from reasoner.models.config import ModelConfig
@@ -30,18 +30,18 @@ class ScorerSettings(BaseModel):
 class StrategySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "greedy"
-    n: int = 1
+    n: int = Field(default=1, ge=1)
     options: dict[str, Any] = {}  # the strategy's own knobs, checked by the strategy
     scorer: ScorerSettings | None = None
-    budget_tokens: int | None = None  # per problem: prompt + completion tokens
-    budget_calls: int | None = None  # per problem: engine calls
+    budget_tokens: int | None = Field(default=None, ge=1)  # per problem: prompt + completion tokens
+    budget_calls: int | None = Field(default=None, ge=1)  # per problem: engine calls
 
 
 class SamplingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    temperature: float | None = None  # None: the strategy's default
-    top_p: float = 1.0
-    max_tokens: int | None = None  # None: the benchmark's default
+    temperature: float | None = Field(default=None, ge=0)  # None: the strategy's default
+    top_p: float = Field(default=1.0, gt=0, le=1)  # nucleus mass: (0, 1]
+    max_tokens: int | None = Field(default=None, ge=1)  # None: the benchmark's default
     stop: list[str] = []
 
 
@@ -64,11 +64,11 @@ class EvalConfig(BaseModel):
     data_dir: str | None = None
     prompt: str | None = None
     verifier: str | None = None
-    verifier_timeout_s: float = 10.0
+    verifier_timeout_s: float = Field(default=10.0, gt=0)
     model: ModelConfig = ModelConfig()
     strategy: StrategySettings = StrategySettings()
     sampling: SamplingSettings = SamplingSettings()
-    limit: int | None = None
+    limit: int | None = Field(default=None, ge=1)  # a count, never a Python slice bound
     ids: list[str] | None = None  # only these problem ids (before `limit`)
     shard: str | None = None  # "i/n": every n-th problem from the i-th (see `reasoner merge`)
     seed: int = 0

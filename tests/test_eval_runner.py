@@ -79,6 +79,8 @@ def test_resume_after_a_crash_loses_nothing(
 
     crashed = RunFolder(tmp_path / "crashed")
     crashed.path.mkdir()
+    # a killed run leaves its config.yaml (a folder without one is not taken over)
+    crashed.config_path.write_bytes((tmp_path / "full" / "config.yaml").read_bytes())
     lines = (tmp_path / "full" / "results.jsonl").read_text().splitlines(keepends=True)
     (tmp_path / "crashed" / "results.jsonl").write_text("".join(lines[:2]) + lines[2][:40])
     resumed = run_eval(_config(tmp_path / "crashed", data_dir), generator=hf_generator)

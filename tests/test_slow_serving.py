@@ -4,6 +4,7 @@ concurrent requests decode in shared batches, and a timed-out request leaves the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -233,6 +234,40 @@ def test_a_timed_out_request_is_504_and_leaves_the_engine_clean(
         timeout=300,
     )
     assert after.status_code == 200
+
+
+def test_a_client_that_disconnects_cancels_its_engine_requests(
+    served: tuple[ServerThread, Any], vllm_generator: Any
+) -> None:
+    """The client's socket closes while its n=8 request decodes: the server aborts the engine
+    request instead of decoding 8 x 1000 tokens for nobody."""
+    server, app = served
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "messages": _chat("Count from 1 to 500, one number per line."),
+            "max_tokens": 1000,
+            "strategy": "self-consistency",
+            "n": 8,
+        }
+    ).encode()
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    engine = vllm_generator.llm.llm_engine
+    aborted = app.state.batching.stats.aborted
+    with socket.create_connection(("127.0.0.1", server.port)) as conn:
+        conn.sendall(head + body)
+        deadline = time.monotonic() + 120
+        while not engine.has_unfinished_requests():
+            assert time.monotonic() < deadline, "the request never reached the engine"
+            time.sleep(0.01)
+    deadline = time.monotonic() + 60
+    while engine.has_unfinished_requests():
+        assert time.monotonic() < deadline, "the abandoned request is still decoding"
+        time.sleep(0.05)
+    assert app.state.batching.stats.aborted > aborted
 
 
 def test_the_serve_command_end_to_end() -> None:

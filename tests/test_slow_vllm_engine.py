@@ -91,3 +91,20 @@ def test_stream_yields_each_request_once(vllm_generator: Any) -> None:
     ]
     seen = [index for index, completions in vllm_generator.generate_stream(requests) if completions]
     assert sorted(seen) == list(range(6))
+
+
+def test_a_prompt_longer_than_the_window_fails_alone(vllm_generator: Any) -> None:
+    """vLLM raises on a prompt over max_model_len, which would fail the whole call; the one
+    request gets `error` completions and the others are served."""
+    window = vllm_generator.config.max_model_len
+    short = GenerationRequest(
+        messages=(ChatMessage("user", "What is 2 + 2?"),), sampling=SamplingParams(max_tokens=8)
+    )
+    long = GenerationRequest(
+        messages=(ChatMessage("user", "one two " * window),),
+        sampling=SamplingParams(n=2, max_tokens=8),
+    )
+    assert vllm_generator.prompt_overflow(long) is not None
+    results = vllm_generator.generate([short, long, short])
+    assert [c.finish_reason for c in results[1]] == ["error", "error"]
+    assert results[0][0].completion_tokens > 0 and results[0][0].text == results[2][0].text

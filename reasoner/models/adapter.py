@@ -35,5 +35,8 @@ class AdapterGenerator(Generator):
     ) -> Iterator[tuple[int, list[Completion]]]:
         yield from self.inner.generate_stream(self._with_adapter(requests))
 
+    def prompt_overflow(self, request: GenerationRequest) -> str | None:
+        return self.inner.prompt_overflow(request)
+
     def close(self) -> None:
         self.inner.close()

@@ -33,6 +33,11 @@ class Generator(ABC):
         """(request index, completions) pairs in completion order; one engine call in all."""
         yield from enumerate(self.generate(requests))
 
+    def prompt_overflow(self, request: GenerationRequest) -> str | None:
+        """Why `request`'s prompt does not fit the model's context window, or None when it fits
+        or the backend cannot tell (a remote server answers such a request with an error)."""
+        return None
+
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
         """The chat as the raw `prompt=` text this backend would feed the model (template
         applied, assistant turn opened). Step-level search continues a partial answer by

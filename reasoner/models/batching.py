@@ -171,6 +171,9 @@ class BatchingGenerator(Generator):
             results[index] = completions
         return results
 
+    def prompt_overflow(self, request: GenerationRequest) -> str | None:
+        return self.inner.prompt_overflow(request)
+
     def _cancel(self, call: _Call, token: CancelToken) -> None:
         call.cancelled = True
         call.results.put(Cancelled(token.reason))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from reasoner.models.embedded import DEFAULT_MODEL
 
 Backend = Literal["auto", "vllm", "transformers", "openai"]
+#: weight dtypes every backend loads; "auto" lets the backend choose for the machine
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 class ModelConfig(BaseModel):
@@ -16,24 +18,26 @@ class ModelConfig(BaseModel):
 
     name: str = DEFAULT_MODEL
     backend: Backend = "auto"
-    dtype: str = "auto"  # bf16 where GPU/CPU have bf16 kernels, else float32 (models/dtype.py)
-    max_model_len: int = 4096
+    dtype: Dtype = "auto"  # bf16 where GPU/CPU have bf16 kernels, else float32 (models/dtype.py)
+    max_model_len: int = Field(default=4096, ge=1)
     seed: int = 0
     adapter: str | None = None  # a PEFT adapter folder applied to every request
     # vLLM engine
     enforce_eager: bool | None = None  # None: eager on CPU (18 s start instead of 60-90 s)
     enable_prefix_caching: bool = True
-    kv_cache_gb: int | None = None  # CPU only: KV cache size in GiB (default 4)
-    gpu_memory_utilization: float = 0.85
-    tensor_parallel_size: int = 1
+    kv_cache_gb: int | None = Field(
+        default=None, ge=1
+    )  # CPU only: KV cache size in GiB (default 4)
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    tensor_parallel_size: int = Field(default=1, ge=1)
     enable_lora: bool = False
     max_lora_rank: int = 16
     # OpenAI-compatible server
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     served_model_name: str | None = None  # defaults to `name`
-    max_concurrency: int = 16
-    max_retries: int = 5
-    request_timeout_s: float = 600.0
+    max_concurrency: int = Field(default=16, ge=1)
+    max_retries: int = Field(default=5, ge=0)
+    request_timeout_s: float = Field(default=600.0, gt=0)
     # transformers
-    batch_size: int = 16
+    batch_size: int = Field(default=16, ge=1)

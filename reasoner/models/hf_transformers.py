@@ -13,6 +13,7 @@ from typing import Any
 from reasoner.errors import ModelError
 from reasoner.models.base import Generator, chat_prompt_text
 from reasoner.models.config import ModelConfig
+from reasoner.models.context import context_overflow
 from reasoner.models.dtype import resolve_dtype
 from reasoner.types import (
     ChatMessage,
@@ -69,6 +70,9 @@ class TransformersGenerator(Generator):
             assert request.prompt is not None
             return request.prompt
         return self.render_chat(request.messages)
+
+    def prompt_overflow(self, request: GenerationRequest) -> str | None:
+        return context_overflow(self.tokenizer, request, self.config.max_model_len)
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
         # prompts are tokenized here without special tokens: the template's text is complete

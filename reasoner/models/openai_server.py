@@ -153,6 +153,7 @@ class OpenAIServerGenerator(Generator):
             return
         results: asyncio.Queue[tuple[int, list[Completion]] | BaseException]
         loop = asyncio.new_event_loop()
+        runner: asyncio.Task[None] | None = None
         try:
             results = asyncio.Queue()
 
@@ -174,6 +175,8 @@ class OpenAIServerGenerator(Generator):
                     finally:
                         for task in tasks:
                             task.cancel()
+                        # every task's outcome retrieved: no "Task exception was never retrieved"
+                        await asyncio.gather(*tasks, return_exceptions=True)
 
             runner = loop.create_task(run_all())
             for _ in requests:
@@ -181,8 +184,10 @@ class OpenAIServerGenerator(Generator):
                 if isinstance(item, BaseException):
                     raise item
                 yield item
-            loop.run_until_complete(asyncio.gather(runner, return_exceptions=True))
         finally:
+            if runner is not None:
+                runner.cancel()
+                loop.run_until_complete(asyncio.gather(runner, return_exceptions=True))
             loop.close()
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:

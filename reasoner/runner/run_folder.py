@@ -1,8 +1,10 @@
 """The run folder: resolved config, manifest, results appended per problem, and the summary.
 
 results.jsonl is the source of truth. A line is written and fsynced as each problem finishes;
-a line cut short by a kill is dropped on resume, so a resumed run redoes at most the problems
-that were in flight and never loses one that finished.
+a last line cut short by a kill is moved aside (to results.jsonl.torn) on resume, so a resumed
+run redoes at most the problems that were in flight and never loses one that finished. A line
+that cannot be read anywhere else is not a kill's doing: resume stops and names it rather than
+drop the finished lines after it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from reasoner.errors import ConfigError
 RESUMABLE_KEYS = {"limit", "out", "progress", "ray"}
 
 
+ENGINE_LOG = "engine.log"  # written by the engine from its start (models/engine_logs.py)
+
+
 class RunFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -29,9 +34,25 @@ class RunFolder:
         self.manifest_path = self.path / "manifest.json"
         self.sessions_path = self.path / "sessions.jsonl"
 
-    def prepare(self, config: dict[str, Any]) -> None:
-        """Create the folder, or check that an existing one was made with the same config."""
-        self.path.mkdir(parents=True, exist_ok=True)
+    def check(self, config: dict[str, Any]) -> None:
+        """Refuse, without writing anything, a path that cannot hold this run: a file, a folder
+        of other files (not a run folder: taking it over would overwrite them), or a run made
+        with a different config."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path} is a file, not a run folder; choose another --out")
+        existing = next((p for p in (self.path, *self.path.parents) if p.exists()), None)
+        if existing is not None and existing != self.path and not existing.is_dir():
+            raise ConfigError(f"{self.path}: {existing} is a file, not a folder")
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{self.path}: {existing} is not writable; choose another --out")
+        if self.path.is_dir() and not self.config_path.is_file():
+            # a failed start leaves only the engine's log, which says why it failed
+            if any(p.name != ENGINE_LOG for p in self.path.iterdir()):
+                raise ConfigError(
+                    f"{self.path} holds files but no config.yaml, so it is not a reasoner run "
+                    "folder; choose a new --out (an empty or missing folder)"
+                )
+            return
         if self.config_path.is_file():
             previous = yaml.safe_load(self.config_path.read_text()) or {}
             changed = _diff(
@@ -43,27 +64,59 @@ class RunFolder:
                     f"{self.path} holds a run made with a different config "
                     f"({'; '.join(changed)}); resume with the same settings or choose a new --out"
                 )
+
+    def prepare(self, config: dict[str, Any]) -> None:
+        """Create the folder, or check that an existing one was made with the same config.
+        Call it once the run is sure to start (the engine loaded), so that a failed start
+        leaves `--out` as it was."""
+        self.check(config)
+        self.path.mkdir(parents=True, exist_ok=True)
         _write_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False))
 
     def load_results(self) -> list[dict[str, Any]]:
-        """Finished rows; a torn last line (killed mid-write) is cut off the file."""
+        """Finished rows. A torn last line (killed mid-write) is moved to results.jsonl.torn so
+        the next append starts on a fresh line; an unreadable line before the last is an error
+        naming it, and the file is left as it was."""
         if not self.results_path.is_file():
             return []
         rows: list[dict[str, Any]] = []
         good_bytes = 0
         with open(self.results_path, "rb") as f:
-            for raw in f:
-                if not raw.endswith(b"\n"):
-                    break
-                try:
-                    rows.append(json.loads(raw))
-                except json.JSONDecodeError:
-                    break
+            lines = f.readlines()
+        for number, raw in enumerate(lines, start=1):
+            is_last = number == len(lines)
+            if not raw.strip():
                 good_bytes += len(raw)
-        if good_bytes != self.results_path.stat().st_size:
-            with open(self.results_path, "r+b") as f:
-                f.truncate(good_bytes)
+                continue
+            try:
+                if not raw.endswith(b"\n"):
+                    raise ValueError("the line has no end (cut short)")
+                row = json.loads(raw)
+                if not isinstance(row, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                if is_last:
+                    self._set_aside_tail(good_bytes)
+                    break
+                raise ConfigError(
+                    f"{self.results_path}:{number}: unreadable result line ({exc}); the "
+                    f"{len(rows)} lines before it and {len(lines) - number} after it are "
+                    "finished work, so resume stops here: repair or delete that line, then re-run"
+                ) from None
+            rows.append(row)
+            good_bytes += len(raw)
         return rows
+
+    def _set_aside_tail(self, keep_bytes: int) -> None:
+        """Move everything after `keep_bytes` to results.jsonl.torn (appended): never deleted."""
+        with open(self.results_path, "r+b") as f:
+            f.seek(keep_bytes)
+            tail = f.read()
+            with open(self.results_path.with_name(self.results_path.name + ".torn"), "ab") as side:
+                side.write(tail if tail.endswith(b"\n") else tail + b"\n")
+                side.flush()
+                os.fsync(side.fileno())
+            f.truncate(keep_bytes)
 
     def append_result(self, row: dict[str, Any]) -> None:
         line = json.dumps(row, ensure_ascii=False) + "\n"

@@ -23,6 +23,7 @@ from reasoner.errors import ModelError
 from reasoner.models.base import Generator
 from reasoner.models.batching import Cancelled, current_token
 from reasoner.models.config import ModelConfig
+from reasoner.models.context import context_overflow
 from reasoner.models.dtype import resolve_dtype
 from reasoner.models.vllm_engine import (
     configure_cpu_environment,
@@ -213,6 +214,9 @@ class AsyncVLLMGenerator(Generator):
         for index, completions in self.generate_stream(requests):
             results[index] = completions
         return results
+
+    def prompt_overflow(self, request: GenerationRequest) -> str | None:
+        return context_overflow(self.tokenizer, request, self.config.max_model_len)
 
     def in_flight(self) -> int:
         """Requests the engine has not finished (tests use it to see aborts take effect)."""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
+import os
 import signal
+import sys
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasoner.config import build_config, load_yaml
 from reasoner.errors import ConfigError
 from reasoner.models.config import ModelConfig
+
+#: environment variables an API key is read from when --api-key is not given, in this order
+API_KEY_ENV = ("REASONER_API_KEY", "VLLM_API_KEY")
 
 
 class ServeConfig(BaseModel):
@@ -31,6 +37,7 @@ class ServeConfig(BaseModel):
     verifier_timeout_s: float = Field(10.0, gt=0)
     batch_window_ms: float = Field(5.0, ge=0)
     log_level: str = "warning"
+    api_key: str | None = None  # default: $REASONER_API_KEY, else $VLLM_API_KEY
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,6 +66,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--tensor-parallel-size", type=int)
     p.add_argument("--request-timeout", type=float, help="seconds per request (default 600)")
     p.add_argument("--max-tokens", type=int, help="default max_tokens of a request (512)")
+    p.add_argument(
+        "--api-key",
+        help="clients must send `Authorization: Bearer KEY` on /v1/* "
+        f"(default: ${' or $'.join(API_KEY_ENV)}; none: no check)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -74,6 +86,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         ("served_model_name", args.served_model_name),
         ("request_timeout_s", args.request_timeout),
         ("default_max_tokens", args.max_tokens),
+        ("api_key", args.api_key),
     ]
     return [f"{key}={json.dumps(value)}" for key, value in pairs if value is not None]
 
@@ -81,7 +94,32 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def serve_config(args: argparse.Namespace) -> ServeConfig:
     base = load_yaml(args.config) if args.config else {}
     source = args.config or "command line"
-    return build_config(ServeConfig, base, _overrides(args) + args.set, source=source)
+    config = build_config(ServeConfig, base, _overrides(args) + args.set, source=source)
+    if config.api_key is None:
+        from_env = next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
+        config = config.model_copy(update={"api_key": from_env})
+    return config
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach `host` (a name other than localhost counts as not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(config: ServeConfig) -> str | None:
+    """A warning for a server that anyone on the network may use: bound beyond loopback
+    without an API key."""
+    if config.api_key is not None or is_loopback(config.host):
+        return None
+    return (
+        f"reasoner serve: warning: listening on {config.host} without an API key: anyone who "
+        "can reach this port can use the model; pass --api-key (or set REASONER_API_KEY)"
+    )
 
 
 def settings_for(config: ServeConfig) -> Any:
@@ -100,6 +138,7 @@ def settings_for(config: ServeConfig) -> Any:
         max_concurrent_requests=config.max_concurrent_requests,
         verifier_timeout_s=config.verifier_timeout_s,
         batch_window_ms=config.batch_window_ms,
+        api_key=config.api_key,
     )
 
 
@@ -117,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
 
     from reasoner.serving.app import create_app
 
+    warning = exposure_warning(config)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
     generator = load_serving_generator(config.model)
     app = create_app(generator, settings_for(config), owns_generator=True)
     name = config.served_model_name or config.model.name
@@ -159,8 +201,6 @@ def _stopped(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m reasoner.serving ...`: the same command without the `reasoner` CLI around it."""
-    import sys
-
     from reasoner.errors import ReasonerError
 
     parser = argparse.ArgumentParser(prog="python -m reasoner.serving")

@@ -28,7 +28,7 @@ from reasoner.serving.answers import (
 )
 from reasoner.serving.protocol import ChatRequest
 from reasoner.strategies import STRATEGIES, Budget, Strategy, StrategyConfig, load_strategy
-from reasoner.types import ChatMessage, Problem, SamplingParams, Trace
+from reasoner.types import ChatMessage, GenerationRequest, Problem, SamplingParams, Trace
 from reasoner.verifiers import VERIFIERS, Verifier
 from reasoner.verifiers import load as load_verifier
 
@@ -48,6 +48,8 @@ class ServeSettings(BaseModel):
     max_concurrent_requests: int = Field(256, ge=1)
     verifier_timeout_s: float = Field(10.0, gt=0)
     batch_window_ms: float = Field(5.0, ge=0)
+    #: clients must send `Authorization: Bearer <api_key>` on /v1/* (None: no check)
+    api_key: str | None = None
 
 
 class RequestError(ReasonerError):
@@ -165,9 +167,20 @@ class ChatService:
             strategy.validate(config)
         except ConfigError as exc:
             raise RequestError(str(exc), _param_of(str(exc))) from None
+        self._check_context(prompt, problem, sampling)
         timeout = min(request.timeout or s.request_timeout_s, s.request_timeout_s)
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         return Prepared(request_id, request, problem, strategy, verifier, config, timeout)
+
+    def _check_context(
+        self, prompt: PromptTemplate, problem: Problem, sampling: SamplingParams
+    ) -> None:
+        """A prompt longer than the model's window is the client's to shorten (400, as the
+        OpenAI API answers it), found before the request reaches the engine."""
+        request = GenerationRequest(messages=prompt.render(problem), sampling=sampling)
+        reason = self.generator.prompt_overflow(request)
+        if reason is not None:
+            raise RequestError(reason, "messages", code="context_length_exceeded")
 
     def _verifier(self, name: str, reference: str | None) -> Verifier:
         if name not in VERIFIERS:
