@@ -1,4 +1,5 @@
-"""Verifier throughput and latency on this machine, written to bench/results/verifiers.json.
+"""Verifier throughput and latency on this machine, written to bench/results/verifiers.json
+(`--only math`: bench/results/verifiers-math.json).
 
 - math: verdicts per second through `verify_batch` (2 worker processes), on the committed GSM8K
   completions, the regression suite's completions and the peer suite (other graders' published
@@ -187,7 +188,9 @@ def main() -> None:
         "hardware": {**hardware(), "cpu": cpu_info(), "load_average_1m": os.getloadavg()[0]},
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "verifiers.json").write_text(json.dumps(result, indent=2) + "\n")
+    # a partial run gets its own file, so the full run's figures are not overwritten
+    name = f"verifiers-{args.only}.json" if args.only else "verifiers.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("math", "sandbox_run", "fol_decide")}, indent=2))
 
 

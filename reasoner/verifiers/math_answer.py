@@ -52,7 +52,7 @@ _BOX_CONNECTIVE = re.compile(
     r"(?:[ \t\n,;.&$]|\band\b|\bor\b|\\(?:q?quad|[,;:!]|\(|\)|\[|\])"
     r"|\\(?:text|textrm|mbox)\{[^{}\d]{0,30}\}|[A-Za-z](?:_\{?\w{1,3}\}?)?\s*=)*"
 )
-_NUM = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
+_NUM = r"(?:[1-9]\d{0,2}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"  # `0,111` is no thousand
 _PLAIN_NUMBER = re.compile(rf"(?:\\?\$)?-?(?:\\?\$)?{_NUM}\.?")
 # "18 dollars" -> 18, but "2 and 3" is a list.
 _NUMBER_THEN_WORDS = re.compile(rf"((?:\\?\$)?-?{_NUM})\s+(?!(?:and|or)\b)[A-Za-z]{{2,}}")
