@@ -32,6 +32,12 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--strategy", help="greedy (default), self-consistency, best-of-n, mcts, ...")
     p.add_argument("--n", type=int, help="samples per problem")
     p.add_argument("--scorer", help="verifier that ranks candidates (best-of-N, search)")
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        default=None,
+        help="let scorers and feedback see the gold answer (strategy.oracle); labelled so",
+    )
     p.add_argument("--budget-tokens", type=int, help="per problem: prompt + completion tokens")
     p.add_argument("--budget-calls", type=int, help="per problem: engine calls")
     p.add_argument("--temperature", type=float)
@@ -71,6 +77,7 @@ def _eval_overrides(args: argparse.Namespace) -> list[str]:
         ("strategy.name", args.strategy),
         ("strategy.n", args.n),
         ("strategy.scorer.name", args.scorer),
+        ("strategy.oracle", args.oracle),
         ("strategy.budget_tokens", args.budget_tokens),
         ("strategy.budget_calls", args.budget_calls),
         ("sampling.temperature", args.temperature),

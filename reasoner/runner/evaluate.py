@@ -38,6 +38,7 @@ from reasoner.runner.metrics import summarize
 from reasoner.runner.run_folder import RunFolder
 from reasoner.runner.shard import concatenate_jsonl, merge_configs, select_shard
 from reasoner.strategies import Budget, Strategy, StrategyConfig, load_strategy
+from reasoner.strategies.base import oracle_refusal
 from reasoner.types import Problem, SamplingParams, Trace
 from reasoner.verifiers import VERIFIERS, Verifier
 from reasoner.verifiers import load as load_verifier
@@ -94,10 +95,14 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
         config.seed,
         options=settings.options,
         budget=Budget(settings.budget_tokens, settings.budget_calls),
+        oracle=settings.oracle,
     )
     strategy.validate(strategy_config)
     if settings.scorer is not None and settings.scorer.name not in VERIFIERS:
         raise ConfigError(unknown_choice("strategy.scorer.name", settings.scorer.name, VERIFIERS))
+    scorer_class = VERIFIERS[settings.scorer.name] if settings.scorer is not None else None
+    if scorer_class is not None and scorer_class.reads_gold and not settings.oracle:
+        raise ConfigError(oracle_refusal(f"strategy.scorer {scorer_class.name!r}", "a scorer"))
     if strategy.needs_scorer_for(strategy_config) and settings.scorer is None:
         raise ConfigError(
             f"strategy {strategy.name!r} ranks candidates and needs strategy.scorer "
@@ -309,6 +314,8 @@ def _summary(plan: EvalPlan, problems: list[Any], folder: RunFolder) -> dict[str
         "n": config.strategy.n,
         "seed": config.seed,
         "shard": config.shard,
+        # scorers / feedback saw the gold: the accuracy measures search with the answer key
+        "oracle": config.strategy.oracle,
         "complete": len(rows) == len(problems),
         "bad_rows_skipped": len(plan.dataset.bad_rows),
         **summarize(rows),

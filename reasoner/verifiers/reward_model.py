@@ -28,6 +28,8 @@ def _aggregate(scores: list[float], how: Aggregate) -> float:
 
 class RewardModelVerifier(Verifier):
     name = "reward-model"
+    #: scores the question and the answer; it never reads a gold answer
+    reads_gold = False
 
     def __init__(
         self,
