@@ -27,6 +27,7 @@ from reasoner.runner.datasets import (
     load_manifest,
     read_jsonl,
 )
+from reasoner.runner.heldout import warn_if_trained_on
 from reasoner.runner.manifest import (
     folder_sha256,
     git_commit,
@@ -58,6 +59,8 @@ class EvalPlan:
     verifier: Verifier
     sampling: SamplingParams
     strategy_config: StrategyConfig  # without its scorer, which may need the loaded engine
+    #: benchmark questions the adapter's recorded training data holds (0: none, or no record)
+    adapter_overlap: int = 0
 
 
 def plan_eval(config: EvalConfig) -> EvalPlan:
@@ -118,9 +121,18 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
             ),
         }
     )
-    return EvalPlan(
+    plan = EvalPlan(
         resolved, benchmark, dataset, prompt, strategy, verifier, sampling, strategy_config
     )
+    if config.model.adapter is not None:
+        plan.adapter_overlap = warn_if_trained_on(
+            config.model.adapter,
+            (p.question for p in selected_problems(plan)),
+            f"{resolved.benchmark}[{resolved.split}]"
+            if config.dataset is None
+            else config.dataset.path,
+        ).count
+    return plan
 
 
 def build_scorer(settings: ScorerSettings | None, generator: Generator) -> Verifier | None:
@@ -316,6 +328,8 @@ def _summary(plan: EvalPlan, problems: list[Any], folder: RunFolder) -> dict[str
         "shard": config.shard,
         # scorers / feedback saw the gold: the accuracy measures search with the answer key
         "oracle": config.strategy.oracle,
+        # problems the adapter was trained on (from its train_questions.sha256.txt)
+        **({"adapter_train_overlap": plan.adapter_overlap} if config.model.adapter else {}),
         "complete": len(rows) == len(problems),
         "bad_rows_skipped": len(plan.dataset.bad_rows),
         **summarize(rows),

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from reasoner.training.config import DPOConfig, SFTConfig
-from reasoner.training.data import Record, check_records, records_from_settings
+from reasoner.training.data import (
+    Record,
+    check_heldout,
+    check_records,
+    records_from_settings,
+    write_training_questions,
+)
 from reasoner.training.divergence import DivergenceGuard, TrainingDiverged
 from reasoner.training.policy import (
     Policy,
@@ -106,8 +112,8 @@ def run_trainer_stage(
 
     run = TrainingRun(out or config.out or default_out(config.stage))
     dumped = config.model_dump(mode="json")
-    run.prepare(dumped)
     if run.finished:
+        run.prepare(dumped)
         return run.result()
     source = None if records is not None else config.data.model_dump(mode="json")
     records = (
@@ -118,6 +124,10 @@ def run_trainer_stage(
         eval_records = records_from_settings(config.stage, config.eval_data)
     if eval_records is not None:
         check_records(eval_records, config.stage, "eval records")
+    # refused before the run folder exists, so a corrected config can use the same --out
+    check_heldout(records, eval_records)
+    run.prepare(dumped)
+    write_training_questions(run.path, records)
     policy = load_policy(config.model)
     run.write_manifest(
         training_manifest(
