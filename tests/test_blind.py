@@ -256,3 +256,32 @@ def test_report_labels_an_oracle_run(tmp_path: Path) -> None:
     assert "ORACLE" in next(r for r in rows if "oracle=true" in r)
     assert "ORACLE" not in next(r for r in rows if "oracle=false" in r)
     assert "scorers or feedback saw the gold answer" in text
+
+
+def test_tree_searches_refuse_gold_reading_scorers_and_oracle_rewards() -> None:
+    from reasoner.strategies.beam_search import BeamSearch
+    from reasoner.strategies.mcts import MCTS
+    from reasoner.strategies.tree import score_texts, start_searches
+
+    problem = Problem("p", "What is 2 + 3?", "5", {"steps": "2+3=5"}, gold_fields=("steps",))
+    beam = dataclasses.replace(
+        _config(RecordingChecker(reads_gold=True)), options={"beam_width": 2}
+    )
+    with pytest.raises(ConfigError, match=r"beam-search scorer.*strategy\.oracle=true"):
+        BeamSearch().run([problem], None, None, beam)  # type: ignore[arg-type]
+    rollout = {"evaluation": "rollout", "rollout_reward": "verifier"}
+    mcts = StrategyConfig(load_prompt("math_cot"), SamplingParams(temperature=0.7), options=rollout)
+    with pytest.raises(ConfigError, match=r"rollout_reward=verifier .*strategy\.oracle=true"):
+        MCTS().run([problem], None, None, mcts)  # type: ignore[arg-type]
+
+    class Chat:
+        def render_chat(self, messages: object) -> str:
+            return "prompt"
+
+    for oracle, expected in ((False, None), (True, "5")):
+        config = dataclasses.replace(mcts, oracle=oracle)
+        (search,) = start_searches([problem], Chat(), config, "\n\n")  # type: ignore[arg-type]
+        scorer = RecordingChecker(reads_gold=False)
+        score_texts(scorer, [(search, "2 + 3 = 5")])
+        assert scorer.seen[0].answer == expected
+        assert ("steps" in scorer.seen[0].metadata) is oracle
