@@ -65,14 +65,18 @@ def question_hashes(questions: Iterable[str]) -> set[str]:
 
 
 def find_overlap(questions: Iterable[str], digests: Collection[str], examples: int = 3) -> Overlap:
-    """Which of `questions` (texts) have their digest among `digests`."""
+    """Which of `questions` (texts) have their digest among `digests`; counted once per
+    distinct question (several records of one problem are one question)."""
+    seen: set[str] = set()
     hits: list[str] = []
-    total = 0
     for question in questions:
-        total += 1
-        if question_hash(question) in digests:
+        digest = question_hash(question)
+        if digest in seen:
+            continue
+        seen.add(digest)
+        if digest in digests:
             hits.append(question)
-    return Overlap(len(hits), total, tuple(_short(q) for q in hits[:examples]))
+    return Overlap(len(hits), len(seen), tuple(_short(q) for q in hits[:examples]))
 
 
 def require_disjoint(
