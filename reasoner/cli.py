@@ -145,6 +145,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
     if not summary["complete"]:
         lines.append("INCOMPLETE  re-run the same command to resume")
+    if summary.get("oracle"):
+        lines.append("ORACLE      scorers/feedback saw the gold answer: not a blind accuracy")
+    if summary.get("adapter_train_overlap"):
+        lines.append(
+            f"HELD-OUT?   the adapter was trained on {summary['adapter_train_overlap']} "
+            "of these problems"
+        )
     print("\n".join(lines))
 
 
