@@ -285,3 +285,20 @@ def test_tree_searches_refuse_gold_reading_scorers_and_oracle_rewards() -> None:
         score_texts(scorer, [(search, "2 + 3 = 5")])
         assert scorer.seen[0].answer == expected
         assert ("steps" in scorer.seen[0].metadata) is oracle
+
+
+def test_an_oracle_run_is_labelled_in_its_summary_and_report(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    from _scripted_generator import ScriptedGenerator
+
+    from reasoner.runner.evaluate import run_eval
+
+    generator = ScriptedGenerator(lambda r, call: ["The answer is True."] * r.sampling.n)
+    config = _eval_config(tmp_path, data_dir, "strategy.oracle=true", "progress=false")
+    summary = run_eval(config, generator=generator)
+    assert summary["oracle"] is True and summary["problems"] == 2
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["oracle"] is True
+    text = write_report([tmp_path / "run"], tmp_path / "report").markdown.read_text()
+    assert "best-of-n (n=2) ORACLE" in text

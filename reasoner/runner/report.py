@@ -315,11 +315,15 @@ def category_keys(runs: Sequence[Run]) -> list[str]:
     found: list[str] = []
     candidates = {k for run in runs for row in run.rows for k in _metadata(row)}
     for key in sorted(candidates):
-        per_run = [
-            {_metadata(row).get(key) for row in run.rows if key in _metadata(row)} for run in runs
+        per_run_values = [
+            [_metadata(row)[key] for row in run.rows if key in _metadata(row)] for run in runs
         ]
+        # a list (FOLIO's premises) is not a category, and cannot go in a set
+        if not all(_scalar(v) for values in per_run_values for v in values):
+            continue
+        per_run = [set(values) for values in per_run_values]
         values = set().union(*per_run)
-        if not all(per_run) or not all(_scalar(v) for v in values):
+        if not all(per_run):
             continue
         if 2 <= len(values) <= MAX_CATEGORIES:
             found.append(key)
