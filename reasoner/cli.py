@@ -33,6 +33,12 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--strategy", help="greedy (default), self-consistency, best-of-n, mcts, ...")
     p.add_argument("--n", type=int, help="samples per problem")
     p.add_argument("--scorer", help="verifier that ranks candidates (best-of-N, search)")
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        default=None,
+        help="let scorers and feedback see the gold answer (strategy.oracle); labelled so",
+    )
     p.add_argument("--budget-tokens", type=int, help="per problem: prompt + completion tokens")
     p.add_argument("--budget-calls", type=int, help="per problem: engine calls")
     p.add_argument("--temperature", type=float)
@@ -75,6 +81,7 @@ def _eval_overrides(args: argparse.Namespace) -> list[str]:
         ("strategy.name", args.strategy),
         ("strategy.n", args.n),
         ("strategy.scorer.name", args.scorer),
+        ("strategy.oracle", args.oracle),
         ("strategy.budget_tokens", args.budget_tokens),
         ("strategy.budget_calls", args.budget_calls),
         ("sampling.temperature", args.temperature),
@@ -142,6 +149,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
     if not summary["complete"]:
         lines.append("INCOMPLETE  re-run the same command to resume")
+    if summary.get("oracle"):
+        lines.append("ORACLE      scorers/feedback saw the gold answer: not a blind accuracy")
+    if summary.get("adapter_train_overlap"):
+        lines.append(
+            f"HELD-OUT?   the adapter was trained on {summary['adapter_train_overlap']} "
+            "of these problems"
+        )
     print("\n".join(lines))
 
 

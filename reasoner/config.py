@@ -33,6 +33,9 @@ class StrategySettings(BaseModel):
     n: int = Field(default=1, ge=1)
     options: dict[str, Any] = {}  # the strategy's own knobs, checked by the strategy
     scorer: ScorerSettings | None = None
+    # scorers and feedback checkers see the gold, and ones that grade against it are allowed:
+    # the run measures search with the answer key, and its summary and report say so
+    oracle: bool = False
     budget_tokens: int | None = Field(default=None, ge=1)  # per problem: prompt + completion tokens
     budget_calls: int | None = Field(default=None, ge=1)  # per problem: engine calls
 

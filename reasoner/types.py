@@ -16,12 +16,21 @@ VerdictStatus = Literal["correct", "incorrect", "error"]
 
 @dataclass(frozen=True)
 class Problem:
-    """One benchmark item. `answer` is the gold answer already reduced to its final form."""
+    """One benchmark item. `answer` is the gold answer already reduced to its final form.
+
+    `gold_fields` names the metadata keys that carry the gold too (a reference formalisation,
+    an equation, grading tests): `blind()` removes them with the answer, so a scorer cannot
+    grade against the key (the data manifest declares them)."""
 
     id: str
     question: str
     answer: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    gold_fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # a row read back from results.jsonl has a list here
+        object.__setattr__(self, "gold_fields", tuple(self.gold_fields))
 
 
 @dataclass(frozen=True)

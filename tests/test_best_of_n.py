@@ -96,6 +96,7 @@ class RecordingScorer(Verifier):
     text, and every problem it is shown is recorded (to prove it never sees gold)."""
 
     name = "recording"
+    reads_gold = False
 
     def __init__(self, scores: dict[str, float | None]) -> None:
         self.scores = scores

@@ -28,3 +28,14 @@ def test_resume_with_a_different_config_is_refused(tmp_path: Path) -> None:
     folder.prepare({"seed": 0, "limit": 50, "model": {"name": "a"}})  # a longer run is fine
     with pytest.raises(ConfigError, match=r"model\.name: 'a' -> 'b'"):
         folder.prepare({"seed": 0, "limit": 50, "model": {"name": "b"}})
+
+
+def test_a_setting_added_since_the_run_was_made_resumes_only_when_off(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "run")
+    folder.prepare({"seed": 0, "strategy": {"name": "best-of-n"}})
+    # a run folder from before `strategy.oracle` existed resumes with it off
+    folder.prepare({"seed": 0, "strategy": {"name": "best-of-n", "oracle": False}})
+    other = RunFolder(tmp_path / "other")
+    other.prepare({"seed": 0, "strategy": {"name": "best-of-n"}})
+    with pytest.raises(ConfigError, match=r"strategy\.oracle: None -> True"):
+        other.prepare({"seed": 0, "strategy": {"name": "best-of-n", "oracle": True}})

@@ -112,7 +112,7 @@ def _run(
         PROBLEMS,
         generator,
         verifier,
-        _config(options=options, **kwargs),
+        _config(options=options, oracle=bool(options.get("feedback_sees_answer")), **kwargs),
         on_trace=lambda t: finished.append(t.problem.id),
     )
     return traces, finished, generator
@@ -207,6 +207,7 @@ class BlindJudge(Verifier):
     matches its own table (not the gold answer, which it records it never receives)."""
 
     name = "blind-judge"
+    reads_gold = False
 
     def __init__(self, accepted: set[str]) -> None:
         self.accepted = accepted
@@ -255,10 +256,13 @@ def test_feedback_sources_that_cannot_work_are_refused(math_verifier: MathAnswer
     with pytest.raises(ConfigError, match=r"strategy\.scorer"):
         SelfRefine().run(PROBLEMS, generator, math_verifier, _config())
     # the math verifier, blind, can only say `error`
-    with pytest.raises(ConfigError, match="feedback_sees_answer"):
+    with pytest.raises(ConfigError, match=r"'math' verifier grades against the gold.*oracle=true"):
         SelfRefine().run(
             PROBLEMS, generator, math_verifier, _config(options={"feedback": "verifier"})
         )
+    # saying the checker may see the answer is an oracle too, and must be declared one
+    with pytest.raises(ConfigError, match=r"feedback_sees_answer=true .*strategy\.oracle=true"):
+        SelfRefine().run(PROBLEMS, generator, math_verifier, _config(options=_oracle()))
     with pytest.raises(ConfigError, match="does not use it"):
         SelfRefine().run(
             PROBLEMS,

@@ -153,6 +153,7 @@ def test_self_refine_with_oracle_feedback_refines_every_wrong_answer_once(
         counting,
         "strategy.name=self-refine",
         "strategy.options.max_rounds=1",
+        "strategy.oracle=true",
         "strategy.options.feedback=verifier",
         "strategy.options.feedback_sees_answer=true",
         "strategy.options.feedback_detail=verdict",

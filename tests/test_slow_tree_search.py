@@ -59,6 +59,7 @@ class Harness:
         verifier: Any,
         n: int = 1,
         budget: Budget | None = None,
+        oracle: bool = False,
         **options: Any,
     ) -> tuple[list[Trace], list[str]]:
         self.engine.calls.clear()
@@ -73,6 +74,7 @@ class Harness:
             options=options,
             budget=budget or Budget(),
             scorer=self.judge,
+            oracle=oracle,
         )
         finished: list[str] = []
         traces = strategy.run(
@@ -248,6 +250,7 @@ def test_mcts_rollouts_with_the_oracle_reward(
         evaluation="rollout",
         rollout_reward="verifier",
         final_selection="majority",
+        oracle=True,
     )
     check_accounting(harness, traces)
     check_one_call_per_round(harness, traces)

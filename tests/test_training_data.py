@@ -117,7 +117,8 @@ def test_dpo_pairs_draw_is_seeded_and_capped(tmp_path: Path) -> None:
 
 
 def test_reference_solution_stands_in_for_a_missing_correct_sample(run_folder: Path) -> None:
-    pairs = dpo_pairs_from_runs([run_folder], references={"b": "3 + 4 = 7... no: 5."})
+    # matched on the question text (normalised), not the problem id
+    pairs = dpo_pairs_from_runs([run_folder], references={"what is 2+3": "3 + 4 = 7... no: 5."})
     from_b = [p for p in pairs if p["id"] == "b"]
     assert {p["rejected"][0]["content"] for p in from_b} == {"It is 7.", "It is 8."}
     assert {p["chosen"][0]["content"] for p in from_b} == {"3 + 4 = 7... no: 5."}
@@ -155,7 +156,13 @@ def test_runs_that_mix_chats_and_raw_prompts_are_refused(tmp_path: Path) -> None
         sft_records_from_runs([folder])
     only_raw = _run(tmp_path / "raw", [raw])
     assert sft_records_from_runs([only_raw]) == [
-        {"id": "x", "prompt": "2 + 3 =", "completion": "5", "answer": "5"}
+        {
+            "id": "x",
+            "question": "What is 2 + 3?",
+            "prompt": "2 + 3 =",
+            "completion": "5",
+            "answer": "5",
+        }
     ]
 
 
@@ -242,4 +249,7 @@ def test_dpo_from_a_dataset_is_refused() -> None:
 
 def test_records_from_settings_applies_the_limit(run_folder: Path) -> None:
     settings = DataSettings(runs=[str(run_folder)], limit=1)
-    assert len(records_from_settings("sft", settings)) == 1
+    # the limit counts problems: both correct solutions of the one problem
+    assert len(records_from_settings("sft", settings)) == 2
+    with pytest.raises(DatasetError, match="no training records"):
+        records_from_settings("sft", DataSettings(runs=[str(run_folder)], skip=1))

@@ -34,7 +34,8 @@ from reasoner.loops import sampling_plan
 from reasoner.loops.config import IterateConfig, ProblemSlice
 from reasoner.loops.train_child import memory_report, train_in_child
 from reasoner.models import Generator, load_generator
-from reasoner.runner.evaluate import plan_eval, run_eval
+from reasoner.runner.evaluate import plan_eval, run_eval, selected_problems
+from reasoner.runner.heldout import require_disjoint
 from reasoner.runner.manifest import folder_sha256, git_commit, hardware, package_versions
 from reasoner.runner.run_folder import RunFolder
 from reasoner.training import build_records, train_stage
@@ -277,10 +278,18 @@ def run_iterate(config: IterateConfig, generator: Generator | None = None) -> li
     top.prepare(config.model_dump(mode="json"))
     # fail on a bad benchmark, strategy or training key before any model is loaded
     stage_config(config, out / "data.jsonl", None, out / "train")
-    for problems in (config.train_problems, config.heldout):
+    train_plan, heldout_plan = (
         plan_eval(
             _eval_config(config, problems, config.sample.strategy.model_dump(), {}, out, 0, None)
         )
+        for problems in (config.train_problems, config.heldout)
+    )
+    require_disjoint(
+        (p.question for p in selected_problems(train_plan)),
+        (p.question for p in selected_problems(heldout_plan)),
+        "train_problems",
+        "heldout",
+    )
     if not top.manifest_path.is_file():
         top.write_manifest(
             {

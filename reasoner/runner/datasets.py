@@ -11,13 +11,13 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from reasoner.errors import ConfigError, DatasetError, unknown_choice
 from reasoner.resources import asset_names, data_root, load_asset_yaml
@@ -61,9 +61,23 @@ class DatasetManifest(BaseModel):
     # Row fields kept as problem metadata; a mapping renames them ({premises_fol: premises-FOL}),
     # since templates and verifiers read the keys as identifiers.
     metadata: list[str] | dict[str, str] = []
+    # Metadata keys that carry the gold (a reference formalisation, an equation, grading tests,
+    # the solution's type): `blind()` strips them with the answer, which is always gold.
+    gold_fields: list[str] = []
     answer_format: AnswerFormat = "plain"
     non_commercial: bool = False  # the data's licence forbids commercial use (ASDiv: CC BY-NC)
     license_note: str = ""  # what a user must know beyond the licence's name
+
+    @model_validator(mode="after")
+    def _gold_fields_are_metadata(self) -> DatasetManifest:
+        known = metadata_fields(self.metadata)
+        unknown = [key for key in self.gold_fields if key not in known]
+        if unknown:
+            raise ValueError(
+                f"gold_fields {unknown} are not metadata keys; the metadata keys are "
+                f"{sorted(known) or 'none'}"
+            )
+        return self
 
 
 def available_datasets() -> list[str]:
@@ -153,6 +167,7 @@ def _row_to_problem(
     fields: FieldMap,
     metadata: list[str] | dict[str, str],
     answer_format: AnswerFormat,
+    gold_fields: Sequence[str] = (),
 ) -> Problem:
     if not isinstance(row, dict):
         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
@@ -168,6 +183,7 @@ def _row_to_problem(
         question=_question(row, fields),
         answer=answer,
         metadata={k: row[f] for k, f in metadata_fields(metadata).items() if f in row},
+        gold_fields=tuple(gold_fields),
     )
 
 
@@ -209,6 +225,7 @@ def read_jsonl(
     *,
     file_format: FileFormat = "jsonl",
     where: dict[str, str] | None = None,
+    gold_fields: Sequence[str] = (),
 ) -> LoadedDataset:
     """Despite the name, also reads a JSON array (`file_format="json"`)."""
     if not path.is_file():
@@ -224,7 +241,12 @@ def read_jsonl(
                 raise row
             problems.append(
                 _row_to_problem(
-                    row, len(problems) + len(bad), fields, metadata or [], answer_format
+                    row,
+                    len(problems) + len(bad),
+                    fields,
+                    metadata or [],
+                    answer_format,
+                    gold_fields,
                 )
             )
         except (json.JSONDecodeError, ValueError) as exc:
@@ -259,6 +281,7 @@ def load_dataset(
                 skip_bad,
                 file_format=manifest.format,
                 where=spec.where,
+                gold_fields=manifest.gold_fields,
             )
             if spec.sha256 and loaded.sha256 != spec.sha256:
                 raise DatasetError(
@@ -297,7 +320,12 @@ def _load_from_hub(
         try:
             problems.append(
                 _row_to_problem(
-                    row, index, manifest.fields, manifest.metadata, manifest.answer_format
+                    row,
+                    index,
+                    manifest.fields,
+                    manifest.metadata,
+                    manifest.answer_format,
+                    manifest.gold_fields,
                 )
             )
         except ValueError as exc:

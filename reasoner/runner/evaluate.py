@@ -27,6 +27,7 @@ from reasoner.runner.datasets import (
     load_manifest,
     read_jsonl,
 )
+from reasoner.runner.heldout import warn_if_trained_on
 from reasoner.runner.manifest import (
     folder_sha256,
     git_commit,
@@ -38,6 +39,7 @@ from reasoner.runner.metrics import summarize
 from reasoner.runner.run_folder import RunFolder
 from reasoner.runner.shard import concatenate_jsonl, merge_configs, select_shard
 from reasoner.strategies import Budget, Strategy, StrategyConfig, load_strategy
+from reasoner.strategies.base import oracle_refusal
 from reasoner.types import (
     Completion,
     GenerationRequest,
@@ -66,6 +68,8 @@ class EvalPlan:
     verifier: Verifier
     sampling: SamplingParams
     strategy_config: StrategyConfig  # without its scorer, which may need the loaded engine
+    #: benchmark questions the adapter's recorded training data holds (0: none, or no record)
+    adapter_overlap: int = 0
 
 
 def plan_eval(config: EvalConfig) -> EvalPlan:
@@ -103,10 +107,14 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
         config.seed,
         options=settings.options,
         budget=Budget(settings.budget_tokens, settings.budget_calls),
+        oracle=settings.oracle,
     )
     strategy.validate(strategy_config)
     if settings.scorer is not None and settings.scorer.name not in VERIFIERS:
         raise ConfigError(unknown_choice("strategy.scorer.name", settings.scorer.name, VERIFIERS))
+    scorer_class = VERIFIERS[settings.scorer.name] if settings.scorer is not None else None
+    if scorer_class is not None and scorer_class.reads_gold and not settings.oracle:
+        raise ConfigError(oracle_refusal(f"strategy.scorer {scorer_class.name!r}", "a scorer"))
     if strategy.needs_scorer_for(strategy_config) and settings.scorer is None:
         raise ConfigError(
             f"strategy {strategy.name!r} ranks candidates and needs strategy.scorer "
@@ -122,9 +130,18 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
             ),
         }
     )
-    return EvalPlan(
+    plan = EvalPlan(
         resolved, benchmark, dataset, prompt, strategy, verifier, sampling, strategy_config
     )
+    if config.model.adapter is not None:
+        plan.adapter_overlap = warn_if_trained_on(
+            config.model.adapter,
+            (p.question for p in selected_problems(plan)),
+            f"{resolved.benchmark}[{resolved.split}]"
+            if config.dataset is None
+            else config.dataset.path,
+        ).count
+    return plan
 
 
 def build_scorer(settings: ScorerSettings | None, generator: Generator) -> Verifier | None:
@@ -354,6 +371,10 @@ def _summary(plan: EvalPlan, problems: list[Any], folder: RunFolder) -> dict[str
         "n": config.strategy.n,
         "seed": config.seed,
         "shard": config.shard,
+        # scorers / feedback saw the gold: the accuracy measures search with the answer key
+        "oracle": config.strategy.oracle,
+        # problems the adapter was trained on (from its train_questions.sha256.txt)
+        **({"adapter_train_overlap": plan.adapter_overlap} if config.model.adapter else {}),
         "complete": len(rows) == len(problems),
         "bad_rows_skipped": len(plan.dataset.bad_rows),
         **summarize(rows),

@@ -213,6 +213,7 @@ def table_row(run: Run) -> dict[str, Any]:
         "model": summary.get("model", _get(run.config, "model", "name")),
         "strategy": summary.get("strategy", _get(run.config, "strategy", "name")),
         "samples": summary.get("n", _get(run.config, "strategy", "n")),
+        "oracle": is_oracle(run),
         "n": problems,
         "accuracy": summary.get("accuracy"),
         "accuracy_ci95_low": ci[0] if summary.get("accuracy") is not None else None,
@@ -247,10 +248,26 @@ MARKDOWN_HEADERS = [
 ]
 
 
+def is_oracle(run: Run) -> bool:
+    """Whether scorers or feedback saw the gold (`strategy.oracle`), from the summary or, for a
+    run written before the summary said so, from its config (where the older oracle options,
+    self-refine's feedback_sees_answer and MCTS's rollout_reward=verifier, also count)."""
+    if "oracle" in run.summary:
+        return bool(run.summary["oracle"])
+    options = _get(run.config, "strategy", "options") or {}
+    return bool(
+        _get(run.config, "strategy", "oracle")
+        or options.get("feedback_sees_answer")
+        or (options.get("evaluation") == "rollout" and options.get("rollout_reward") == "verifier")
+    )
+
+
 def markdown_cells(row: dict[str, Any]) -> list[str]:
     strategy = str(row["strategy"])
     if isinstance(row["samples"], int) and row["samples"] > 1:
         strategy += f" (n={row['samples']})"
+    if row.get("oracle"):
+        strategy += " ORACLE"
     accuracy = "–"
     if row["accuracy"] is not None:
         low, high = row["accuracy_ci95_low"], row["accuracy_ci95_high"]
@@ -303,11 +320,15 @@ def category_keys(runs: Sequence[Run]) -> list[str]:
     found: list[str] = []
     candidates = {k for run in runs for row in run.rows for k in _metadata(row)}
     for key in sorted(candidates):
-        per_run = [
-            {_metadata(row).get(key) for row in run.rows if key in _metadata(row)} for run in runs
+        per_run_values = [
+            [_metadata(row)[key] for row in run.rows if key in _metadata(row)] for run in runs
         ]
+        # a list (FOLIO's premises) is not a category, and cannot go in a set
+        if not all(_scalar(v) for values in per_run_values for v in values):
+            continue
+        per_run = [set(values) for values in per_run_values]
         values = set().union(*per_run)
-        if not all(per_run) or not all(_scalar(v) for v in values):
+        if not all(per_run):
             continue
         if 2 <= len(values) <= MAX_CATEGORIES:
             found.append(key)
@@ -392,6 +413,12 @@ def _markdown(
         "prompt tokens prefilled (not served from the prefix cache).\n",
         "Runs:\n\n" + "\n".join(f"- {run.label}: `{run.path}`" for run in runs) + "\n",
     ]
+    if any(row.get("oracle") for row in rows):
+        parts.insert(
+            2,
+            "ORACLE: scorers or feedback saw the gold answer (strategy.oracle), so the accuracy "
+            "measures search with the answer key, not the model; not comparable with blind runs.\n",
+        )
     parts += [breakdown_section(runs, key) for key in keys]
     parts += [f"![{plot.stem}]({plot.relative_to(out)})\n" for plot in plots]
     return "\n".join(parts)

@@ -44,6 +44,7 @@ class RayVerifier(Verifier):
         self.options = tuple(sorted(options.items()))
         self.settings = settings
         self.max_concurrency = local.max_concurrency
+        self.reads_gold = local.reads_gold
         self._remote: Any = None
         #: Ray tasks submitted so far
         self.tasks = 0

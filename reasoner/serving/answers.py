@@ -35,6 +35,7 @@ class ReferenceFreeVerifier(Verifier):
         self.inner = inner
         self.extractor = extractor
         self.max_concurrency = inner.max_concurrency
+        self.reads_gold = inner.reads_gold
 
     def verify(self, problem: Problem, completion: Completion) -> Verdict:
         if problem.answer is not None:

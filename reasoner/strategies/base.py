@@ -45,7 +45,9 @@ class Budget:
 class StrategyConfig:
     """`options` are the strategy's own knobs (each strategy validates them with its `Options`
     model); `scorer` ranks candidates or scores steps without seeing the gold answer, while
-    the run's verifier decides the final verdict."""
+    the run's verifier decides the final verdict. `oracle` lets scorers and feedback checkers
+    see the gold (and lets one that grades against it be used at all): such a run measures
+    the search with the answer key, not the model, and its summary says so."""
 
     prompt: PromptTemplate
     sampling: SamplingParams  # n and temperature are the strategy's to set
@@ -54,6 +56,7 @@ class StrategyConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     budget: Budget = Budget()
     scorer: Verifier | None = None
+    oracle: bool = False
 
 
 def parse_options(model: type[OptionsT], options: Mapping[str, Any], strategy: str) -> OptionsT:
@@ -73,9 +76,34 @@ def parse_options(model: type[OptionsT], options: Mapping[str, Any], strategy: s
 
 
 def blind(problem: Problem) -> Problem:
-    """The problem without its gold answer, as a scorer must see it: a scorer that could read
-    the answer would turn best-of-N into pass@N."""
-    return dataclasses.replace(problem, answer=None)
+    """The problem without its gold answer and without the metadata that carries the gold
+    (`problem.gold_fields`: a reference formalisation, an equation, grading tests), as a scorer
+    must see it: a scorer that could read the key would turn best-of-N into pass@N."""
+    hidden = set(problem.gold_fields)
+    metadata = {k: v for k, v in problem.metadata.items() if k not in hidden}
+    return dataclasses.replace(problem, answer=None, metadata=metadata, gold_fields=())
+
+
+def checker_view(problem: Problem, config: StrategyConfig) -> Problem:
+    """What a scorer or feedback checker is shown: the blinded problem, or with
+    `config.oracle` the problem as it is."""
+    return problem if config.oracle else blind(problem)
+
+
+def oracle_refusal(what: str, role: str) -> str:
+    """The message for a gold-reading checker in a run that does not declare itself an oracle."""
+    return (
+        f"{what} grades against the gold answer, so as {role} it is an oracle: the run would "
+        "pick or refine with the answer key and report something closer to pass@k than "
+        "accuracy. Use a blind scorer (judge, reward-model), or set strategy.oracle=true to run "
+        "it as an oracle (the summary and report label the run so)"
+    )
+
+
+def require_blind(checker: Verifier, config: StrategyConfig, role: str) -> None:
+    """Refuse a checker that reads the gold (`Verifier.reads_gold`) unless `config.oracle`."""
+    if checker.reads_gold and not config.oracle:
+        raise ConfigError(oracle_refusal(f"the {checker.name!r} verifier", role))
 
 
 def charge_scorer(usage: Usage, verdicts: Sequence[Verdict]) -> None:

@@ -31,7 +31,13 @@ from pydantic import Field
 
 from reasoner.errors import ConfigError
 from reasoner.models.base import Generator
-from reasoner.strategies.base import Strategy, StrategyConfig, TraceCallback, parse_options
+from reasoner.strategies.base import (
+    Strategy,
+    StrategyConfig,
+    TraceCallback,
+    parse_options,
+    require_blind,
+)
 from reasoner.strategies.tree import (
     Expansion,
     Node,
@@ -136,6 +142,7 @@ class FrontierSearch(Strategy):
         self.validate(config)
         if config.scorer is None:
             raise ConfigError(f"{self.name} needs strategy.scorer (e.g. judge, reward-model)")
+        require_blind(config.scorer, config, f"the {self.name} scorer")
         options = self.options(config)
         engine = StepEngine(generator, config, options)
         searches = start_searches(problems, generator, config, options.delimiter)

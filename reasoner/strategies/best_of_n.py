@@ -25,11 +25,12 @@ from reasoner.strategies.base import (
     Strategy,
     StrategyConfig,
     TraceCallback,
-    blind,
     charge,
     charge_scorer,
+    checker_view,
     parse_options,
     problem_seed,
+    require_blind,
 )
 from reasoner.strategies.sampling import cluster_answers
 from reasoner.strategies.voting import majority_cluster
@@ -134,6 +135,7 @@ class BestOfN(Strategy):
         scorer = config.scorer
         if scorer is None:
             raise ConfigError("best-of-n needs strategy.scorer (e.g. strategy.scorer.name=judge)")
+        require_blind(scorer, config, "the best-of-n scorer")
         started = time.perf_counter()
         requests = [
             GenerationRequest(
@@ -151,7 +153,7 @@ class BestOfN(Strategy):
             chunk = range(start, min(start + size, len(problems)))
             pairs = [(problems[i], c) for i in chunk for c in outputs[i]]
             verdicts = iter(verifier.verify_batch(pairs))
-            scores = iter(scorer.verify_batch([(blind(p), c) for p, c in pairs]))
+            scores = iter(scorer.verify_batch([(checker_view(p, config), c) for p, c in pairs]))
             for i in chunk:
                 k = len(outputs[i])
                 trace = self._trace(

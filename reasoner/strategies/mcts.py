@@ -43,7 +43,14 @@ from pydantic import Field
 
 from reasoner.errors import ConfigError
 from reasoner.models.base import Generator
-from reasoner.strategies.base import Strategy, StrategyConfig, TraceCallback, parse_options
+from reasoner.strategies.base import (
+    Strategy,
+    StrategyConfig,
+    TraceCallback,
+    oracle_refusal,
+    parse_options,
+    require_blind,
+)
 from reasoner.strategies.tree import (
     Candidate,
     Expansion,
@@ -439,6 +446,13 @@ class MCTS(Strategy):
         scorer = config.scorer
         if scorer is None and self.uses_scorer(options):
             raise ConfigError(f"{self.name} needs strategy.scorer (e.g. judge, reward-model)")
+        if scorer is not None and self.uses_scorer(options):
+            require_blind(scorer, config, f"the {self.name} scorer")
+        oracle_reward = options.evaluation == "rollout" and options.rollout_reward == "verifier"
+        if oracle_reward and not config.oracle:
+            raise ConfigError(
+                oracle_refusal("strategy.options.rollout_reward=verifier", "the rollout reward")
+            )
         engine = StepEngine(generator, config, options)
         searches = start_searches(problems, generator, config, options.delimiter)
         traces: list[Trace | None] = [None] * len(searches)

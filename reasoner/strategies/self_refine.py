@@ -1,11 +1,14 @@
 """Self-refine: answer, check, show the model the check's feedback, answer again, up to k rounds.
 
-The feedback comes from `strategy.scorer` (an LLM judge's reason, a failing unit test, a prover's
-parse error) or, with `feedback: verifier`, from the run's verifier. Either sees
-`blind(problem)` unless `feedback_sees_answer` is set: a checker that knows the gold answer is an
+The feedback comes from `strategy.scorer` (an LLM judge's reason, a prover's parse error) or,
+with `feedback: verifier`, from the run's verifier. Either sees `blind(problem)` unless the run
+is declared an oracle (`strategy.oracle: true`): a checker that knows the gold answer is an
 oracle (the math verifier's feedback reads "expected 18, got 16"), and a loop that stops when an
-oracle passes reports pass@k, not accuracy. With an oracle, `feedback_detail: verdict` shows the
-model only that it was wrong, not the checker's text.
+oracle passes reports pass@k, not accuracy. So a checker that grades against the gold
+(`Verifier.reads_gold`: math, fol, unit-tests, choice, ...) is refused as feedback without
+`strategy.oracle: true`, and so is `feedback_sees_answer: true` (the older spelling of the same
+request). With an oracle, `feedback_detail: verdict` shows the model only that it was wrong, not
+the checker's text.
 
 A refine turn continues the chat: the original prompt, then each earlier attempt as an assistant
 turn followed by the refine prompt's user turn with that attempt's feedback. With `history:
@@ -35,11 +38,13 @@ from reasoner.strategies.base import (
     Strategy,
     StrategyConfig,
     TraceCallback,
-    blind,
     charge,
     charge_scorer,
+    checker_view,
+    oracle_refusal,
     parse_options,
     problem_seed,
+    require_blind,
 )
 from reasoner.strategies.sampling import cluster_answers
 from reasoner.types import (
@@ -53,12 +58,6 @@ from reasoner.types import (
     Verdict,
 )
 from reasoner.verifiers.base import Verifier
-from reasoner.verifiers.choice import ChoiceVerifier
-from reasoner.verifiers.code_exec import ProgramAidedMathVerifier
-from reasoner.verifiers.math_answer import MathAnswerVerifier
-
-#: verifiers that can only compare with the gold answer: blind, they return nothing but `error`
-GOLD_ONLY = (MathAnswerVerifier, ProgramAidedMathVerifier, ChoiceVerifier)
 
 StopReason = Literal["passed", "max_rounds", "budget", "feedback_error"]
 
@@ -68,6 +67,8 @@ class Options(BaseModel):
     #: refinements after the first attempt; a problem takes at most max_rounds + 1 engine calls
     max_rounds: int = Field(default=3, ge=0)
     feedback: Literal["scorer", "verifier"] = "scorer"
+    #: the checker sees the gold answer: an oracle, which needs strategy.oracle=true (which
+    #: shows the checker the gold by itself; this key is kept for configs that say it)
     feedback_sees_answer: bool = False
     #: "text": the checker's feedback; "verdict": only that the answer did not pass
     feedback_detail: Literal["text", "verdict"] = "text"
@@ -156,26 +157,27 @@ class SelfRefine(Strategy):
         return options
 
     @staticmethod
-    def feedback_verifier(
-        options: Options, verifier: Verifier, scorer: Verifier | None
-    ) -> Verifier:
+    def feedback_verifier(options: Options, verifier: Verifier, config: StrategyConfig) -> Verifier:
+        """The checker whose feedback steers the loop; one that reads the gold answer only in a
+        run declared an oracle."""
+        scorer = config.scorer
         if options.feedback == "scorer":
             if scorer is None:
                 raise ConfigError(
                     "self-refine with strategy.options.feedback=scorer needs strategy.scorer "
                     "(e.g. strategy.scorer.name=judge), or set strategy.options.feedback=verifier"
                 )
+            require_blind(scorer, config, "self-refine feedback (strategy.scorer)")
             return scorer
         if scorer is not None:
             raise ConfigError(
                 "strategy.scorer is set but strategy.options.feedback=verifier does not use it"
             )
-        if not options.feedback_sees_answer and isinstance(verifier, GOLD_ONLY):
+        if options.feedback_sees_answer and not config.oracle:
             raise ConfigError(
-                f"the {verifier.name!r} verifier can only compare with the gold answer, so as "
-                "feedback without it every check is an error; set "
-                "strategy.options.feedback_sees_answer=true (an oracle) or use a scorer"
+                oracle_refusal("strategy.options.feedback_sees_answer=true", "self-refine feedback")
             )
+        require_blind(verifier, config, "self-refine feedback (feedback: verifier)")
         return verifier
 
     def run(
@@ -187,9 +189,9 @@ class SelfRefine(Strategy):
         on_trace: TraceCallback | None = None,
     ) -> list[Trace]:
         options = self.options(config)
-        checker = self.feedback_verifier(options, verifier, config.scorer)
+        checker = self.feedback_verifier(options, verifier, config)
         # an oracle checker that is the run's verifier: its verdicts are the run's, reused
-        reuse = checker is verifier and options.feedback_sees_answer
+        reuse = checker is verifier and config.oracle
         refine = load_refine_prompt(options.refine_prompt)
         started = time.perf_counter()
         states = [_Problem(p) for p in problems]
@@ -207,9 +209,11 @@ class SelfRefine(Strategy):
             if reuse:
                 checked = graded
             else:
-                view = (lambda p: p) if options.feedback_sees_answer else blind
                 checked = checker.verify_batch(
-                    [(view(states[i].problem), c) for i, c in zip(active, completions, strict=True)]
+                    [
+                        (checker_view(states[i].problem, config), c)
+                        for i, c in zip(active, completions, strict=True)
+                    ]
                 )
             still: list[int] = []
             for k, i in enumerate(active):

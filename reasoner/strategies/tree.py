@@ -184,6 +184,7 @@ class ProblemSearch:
     done: bool = False
     prompt_tokens: int = 0  # the rendered chat's length in tokens, once known
     state: dict[str, Any] = field(default_factory=dict)  # the strategy's own per-problem state
+    oracle: bool = False  # the scorer sees the gold (StrategyConfig.oracle)
 
 
 def start_searches(
@@ -194,7 +195,9 @@ def start_searches(
     for problem in problems:
         prompt = generator.render_chat(config.prompt.render(problem))
         request = GenerationRequest(prompt=prompt, sampling=config.sampling)
-        searches.append(ProblemSearch(problem, prompt, request, Tree(delimiter), started))
+        search = ProblemSearch(problem, prompt, request, Tree(delimiter), started)
+        search.oracle = config.oracle
+        searches.append(search)
     return searches
 
 
@@ -299,7 +302,10 @@ def score_texts(scorer: Verifier, items: Sequence[tuple[ProblemSearch, str]]) ->
         return []
     verdicts = scorer.verify_batch(
         [
-            (blind(search.problem), Completion(text, "stop", search.prompt_tokens, 0))
+            (
+                search.problem if search.oracle else blind(search.problem),
+                Completion(text, "stop", search.prompt_tokens, 0),
+            )
             for search, text in items
         ]
     )

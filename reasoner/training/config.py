@@ -51,8 +51,11 @@ class DataSettings(_Strict):
     solution_field: str = "answer"  # dataset: the field that holds a worked solution
     prompt: str = "math_cot"  # dataset: the prompt template questions are rendered with
     data_dir: str | None = None  # dataset: the data folder (default: $REASONER_DATA_DIR)
-    skip: int = Field(default=0, ge=0)  # leave out the first N records (a held-out slice)
-    limit: int | None = Field(default=None, ge=1)  # then keep only the first N
+    # leave out the records of the first N problems (a held-out slice), then keep only those of
+    # the next `limit` problems: cut between problems (told apart by normalised question text),
+    # so no problem has records on both sides
+    skip: int = Field(default=0, ge=0)
+    limit: int | None = Field(default=None, ge=1)
     max_per_problem: int | None = Field(
         default=None, ge=1
     )  # runs: completions (SFT) or pairs (DPO)

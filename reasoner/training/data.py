@@ -2,9 +2,14 @@
 
 Records are plain dicts in TRL's conversational formats, so they go to `datasets.Dataset.from_list`
 unchanged: SFT `{"prompt": [messages], "completion": [assistant message]}`, DPO `{"prompt",
-"chosen", "rejected"}`. Every record also carries the problem `id` and gold `answer` (what the ZO
-reward objective scores against). A verifier `error` is never read as a wrong answer: such
-completions are left out of both sides.
+"chosen", "rejected"}`. Every record also carries the problem `id`, its `question` and gold
+`answer` (what the ZO reward objective scores against). A verifier `error` is never read as a
+wrong answer: such completions are left out of both sides.
+
+Problems are told apart by their question text, normalised and hashed
+(`reasoner.runner.heldout`), never by `id`, which is a row position that repeats across splits:
+a held-out slice (`skip` / `limit`) is cut between problems, reference solutions are matched on
+the question, and training refuses eval records that share a question with its data.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 from reasoner.errors import ConfigError, DatasetError
 from reasoner.prompts import load_prompt
 from reasoner.runner.datasets import load_dataset, load_manifest
+from reasoner.runner.heldout import question_hash, require_disjoint, write_question_hashes
 from reasoner.training.config import DataSettings
 from reasoner.types import Completion, Problem
 from reasoner.verifiers.base import Verifier
@@ -187,6 +193,7 @@ def sft_records_from_runs(
             records.append(
                 {
                     "id": c.problem.id,
+                    "question": c.problem.question,
                     "prompt": c.prompt,
                     "completion": _as_answer(c.prompt, c.text),
                     "answer": c.problem.answer,
@@ -207,16 +214,19 @@ def dpo_pairs_from_runs(
     """(correct, incorrect) completions of the same prompt. With more pairs than
     `max_per_problem`, a seeded draw from all of them, so two runs build the same set.
 
-    `references` (problem id -> a worked solution) stands in as the chosen answer of a problem
-    none of whose samples is correct: a weak policy then still gets pairs, with an off-policy
-    chosen side (its rejected side stays its own verified-wrong samples)."""
+    `references` (question text -> a worked solution) stands in as the chosen answer of a
+    problem none of whose samples is correct: a weak policy then still gets pairs, with an
+    off-policy chosen side (its rejected side stays its own verified-wrong samples). It is
+    matched on the normalised question, not the problem id: ids are row positions, and row 5
+    of the reference split is not row 5 of the split that was sampled."""
     candidates = run_candidates(run_folders, verifier)
     _one_format(candidates)
+    solutions = {question_hash(q): text for q, text in (references or {}).items()}
     records: list[Record] = []
     for group in _grouped(candidates):
         correct = _distinct(group, "correct", require_stop)
         wrong = _distinct(group, "incorrect", require_stop)
-        reference = (references or {}).get(group[0].problem.id)
+        reference = solutions.get(question_hash(group[0].problem.question))
         if not correct and wrong and reference:
             c0 = group[0]
             correct = [Candidate(c0.problem, c0.prompt, reference, "stop", "correct")]
@@ -228,6 +238,7 @@ def dpo_pairs_from_runs(
             records.append(
                 {
                     "id": c.problem.id,
+                    "question": c.problem.question,
                     "prompt": c.prompt,
                     "chosen": _as_answer(c.prompt, c.text),
                     "rejected": _as_answer(c.prompt, w.text),
@@ -285,6 +296,7 @@ def sft_records_from_dataset(
         records.append(
             {
                 "id": problem.id,
+                "question": problem.question,
                 "prompt": [
                     {"role": m.role, "content": m.content} for m in template.render(problem)
                 ],
@@ -371,7 +383,7 @@ def records_from_settings(kind: str, settings: DataSettings) -> list[Record]:
                     prompt=settings.prompt,
                     data_dir=settings.data_dir,
                 )
-                references = {r["id"]: r["completion"][0]["content"] for r in solutions}
+                references = {r["question"]: r["completion"][0]["content"] for r in solutions}
             records = dpo_pairs_from_runs(
                 settings.runs,
                 max_per_problem=settings.max_per_problem,
@@ -403,11 +415,56 @@ def records_from_settings(kind: str, settings: DataSettings) -> list[Record]:
             prompt=settings.prompt,
             data_dir=settings.data_dir,
         )
-    records = records[settings.skip :]
-    if settings.limit is not None:
-        records = records[: settings.limit]
+    records = slice_by_problem(records, settings.skip, settings.limit)
     check_records(records, kind, source)
     return records
+
+
+def record_question(record: Record) -> str:
+    """The question a record answers: its `question` column, or for records from elsewhere
+    (a file without one) the prompt's last user turn, or the raw prompt or text."""
+    question = record.get("question")
+    if isinstance(question, str) and question.strip():
+        return question
+    chat = record.get("prompt", record.get("messages"))
+    if isinstance(chat, list):
+        users = [
+            m.get("content", "") for m in chat if isinstance(m, dict) and m.get("role") == "user"
+        ]
+        if users:
+            return str(users[-1])
+    return str(chat if chat is not None else record.get("text", ""))
+
+
+def slice_by_problem(records: Sequence[Record], skip: int, limit: int | None) -> list[Record]:
+    """The records of problems `skip` to `skip + limit` in first-seen order: a slice cut
+    between problems, so a problem's other pairs or solutions never land on the far side of a
+    held-out split (cutting by record position would split a problem's DPO pairs)."""
+    index: dict[str, int] = {}
+    kept = []
+    for record in records:
+        position = index.setdefault(question_hash(record_question(record)), len(index))
+        if position >= skip and (limit is None or position < skip + limit):
+            kept.append(record)
+    return kept
+
+
+def write_training_questions(folder: str | Path, records: Sequence[Record]) -> Path:
+    """Record the digests of the questions trained on in the training run folder (its
+    adapter folder gets a copy), so an eval of the adapter can tell a held-out benchmark
+    from one it was trained on."""
+    return write_question_hashes(folder, (record_question(r) for r in records))
+
+
+def check_heldout(records: Sequence[Record], eval_records: Sequence[Record] | None) -> None:
+    """Refuse eval records that share a question with the training records."""
+    if eval_records is not None:
+        require_disjoint(
+            (record_question(r) for r in records),
+            (record_question(r) for r in eval_records),
+            "the training data (data)",
+            "the eval data (eval_data)",
+        )
 
 
 def records_sha256(records: Sequence[Record]) -> str:

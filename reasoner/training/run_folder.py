@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reasoner.runner.heldout import TRAIN_QUESTIONS_FILE
 from reasoner.runner.run_folder import RunFolder
 
 ADAPTER_DIR = "adapter"
@@ -121,6 +122,9 @@ class TrainingRun:
 
         (staged / CONFIG_IN_ADAPTER).write_text(yaml.safe_dump(config, sort_keys=False))
         (staged / MANIFEST_IN_ADAPTER).write_text(json.dumps(self.manifest(), indent=2) + "\n")
+        questions = self.path / TRAIN_QUESTIONS_FILE
+        if questions.is_file():  # what the result was trained on, for held-out checks at eval
+            shutil.copyfile(questions, staged / TRAIN_QUESTIONS_FILE)
         if final.exists():
             shutil.rmtree(final)
         staged.replace(final)

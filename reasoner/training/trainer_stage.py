@@ -16,7 +16,13 @@ from typing import Any
 
 from reasoner.models.dtype import resolve_dtype
 from reasoner.training.config import DPOConfig, PolicySettings, RewardConfig, SFTConfig
-from reasoner.training.data import Record, check_records, records_from_settings
+from reasoner.training.data import (
+    Record,
+    check_heldout,
+    check_records,
+    records_from_settings,
+    write_training_questions,
+)
 from reasoner.training.divergence import DivergenceGuard, TrainingDiverged
 from reasoner.training.policy import (
     Policy,
@@ -119,8 +125,8 @@ def run_trainer_stage(
 
     run = TrainingRun(out or config.out or default_out(config.stage))
     dumped = config.model_dump(mode="json")
-    run.prepare(dumped)
     if run.finished:
+        run.prepare(dumped)
         return run.result()
     source = None if records is not None else config.data.model_dump(mode="json")
     kind = record_kind(config.stage)
@@ -130,6 +136,10 @@ def run_trainer_stage(
         eval_records = records_from_settings(kind, config.eval_data)
     if eval_records is not None:
         check_records(eval_records, kind, "eval records")
+    # refused before the run folder exists, so a corrected config can use the same --out
+    check_heldout(records, eval_records)
+    run.prepare(dumped)
+    write_training_questions(run.path, records)
     records = prepare(records)
     eval_records = None if eval_records is None else prepare(eval_records)
     policy = load_model(config.model)

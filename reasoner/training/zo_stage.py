@@ -24,7 +24,13 @@ from tqdm import tqdm
 
 from reasoner.errors import ConfigError, ReasonerError
 from reasoner.training.config import ZOConfig
-from reasoner.training.data import Record, check_records, records_from_settings
+from reasoner.training.data import (
+    Record,
+    check_heldout,
+    check_records,
+    records_from_settings,
+    write_training_questions,
+)
 from reasoner.training.divergence import DivergenceGuard, TrainingDiverged
 from reasoner.training.policy import (
     Policy,
@@ -202,8 +208,8 @@ def train_zo(
     kind = f"zo-{config.zo.objective}"
     run = TrainingRun(out or config.out or default_out("zo"))
     dumped = config.model_dump(mode="json")
-    run.prepare(dumped)
     if run.finished:
+        run.prepare(dumped)
         return run.result()
     source = None if records is not None else config.data.model_dump(mode="json")
     records = list(records) if records is not None else records_from_settings(kind, config.data)
@@ -212,6 +218,10 @@ def train_zo(
         eval_records = records_from_settings(kind, config.eval_data)
     if eval_records is not None:
         check_records(eval_records, kind, "eval records")
+    # refused before the run folder exists, so a corrected config can use the same --out
+    check_heldout(records, eval_records)
+    run.prepare(dumped)
+    write_training_questions(run.path, records)
     t = config.train
     policy = load_policy(config.model, purpose="zo")  # float32 for auto; bf16 is refused
     run.write_manifest(

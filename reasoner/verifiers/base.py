@@ -16,6 +16,12 @@ from reasoner.types import Completion, Problem, Verdict
 
 class Verifier(ABC):
     name: ClassVar[str]
+    #: Whether verdicts come from comparing with the gold (`problem.answer` or the metadata a
+    #: manifest declares in `gold_fields`). Such a verifier, shown a blinded problem, can only
+    #: say `error`; shown the gold, it is an oracle, so strategies refuse it as a scorer or as
+    #: feedback unless the config says `strategy.oracle: true`. True unless a verifier declares
+    #: otherwise: a new checker is assumed to need the answer key until it says it does not.
+    reads_gold: bool = True
 
     @abstractmethod
     def verify(self, problem: Problem, completion: Completion) -> Verdict:

@@ -26,6 +26,8 @@ def parse_judgement(text: str) -> bool | None:
 
 class LLMJudgeVerifier(Verifier):
     name = "judge"
+    #: grades without a reference answer when it has none (a blinded problem)
+    reads_gold = False
 
     def __init__(
         self,

@@ -72,6 +72,8 @@ def load_sequence_classifier(
 
 class RewardModelVerifier(Verifier):
     name = "reward-model"
+    #: scores the question and the answer; it never reads a gold answer
+    reads_gold = False
 
     def __init__(
         self,

@@ -135,6 +135,8 @@ class LeanVerifier(Verifier):
     """
 
     name = "lean"
+    #: a proof is checked against the statement, which is the question, not a key
+    reads_gold = False
 
     def __init__(
         self,
