@@ -23,15 +23,22 @@ class ScorerSettings(BaseModel):
     """A verifier that ranks candidates for a strategy; it never sees the gold answer."""
 
     model_config = ConfigDict(extra="forbid")
+    #: the verifier that scores candidates (reward-model, judge, ...); one that reads gold needs
+    #: oracle: true
     name: str
+    #: keyword options of that verifier (e.g. model: a reward model folder)
     options: dict[str, Any] = {}
 
 
 class StrategySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    #: the inference strategy (reasoner list of strategies: greedy, self-consistency, best-of-n,
+    #: ...)
     name: str = "greedy"
+    #: samples or candidates per problem (the strategy's width)
     n: int = Field(default=1, ge=1)
     options: dict[str, Any] = {}  # the strategy's own knobs, checked by the strategy
+    #: the verifier that ranks candidates or steps without the gold answer
     scorer: ScorerSettings | None = None
     # scorers and feedback checkers see the gold, and ones that grade against it are allowed:
     # the run measures search with the answer key, and its summary and report say so
@@ -45,6 +52,7 @@ class SamplingSettings(BaseModel):
     temperature: float | None = Field(default=None, ge=0)  # None: the strategy's default
     top_p: float = Field(default=1.0, gt=0, le=1)  # nucleus mass: (0, 1]
     max_tokens: int | None = Field(default=None, ge=1)  # None: the benchmark's default
+    #: strings that end a completion (kept out of the text)
     stop: list[str] = []
 
 
@@ -52,31 +60,50 @@ class UserDataset(BaseModel):
     """A user's own JSONL file in place of the benchmark's data."""
 
     model_config = ConfigDict(extra="forbid")
+    #: the JSONL file, one problem per line
     path: str
+    #: the field holding the question
     question_field: str = "question"
+    #: the field holding the gold answer
     answer_field: str = "answer"
+    #: the field holding a problem id; None: the line number
     id_field: str | None = None
+    #: how the gold answer is written (plain, gsm8k `#### X`, number, ...)
     answer_format: AnswerFormat = "plain"
 
 
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    #: a benchmark name from `reasoner list`
     benchmark: str = "gsm8k"
+    #: the data split; None: the benchmark's default (its test split)
     split: str | None = None
+    #: a user's own JSONL file in place of the benchmark's data
     dataset: UserDataset | None = None
+    #: the benchmark data folder; None: $REASONER_DATA_DIR or ../shared/data
     data_dir: str | None = None
+    #: a prompt name (prompts/) or folder; None: the benchmark's
     prompt: str | None = None
+    #: a verifier name; None: the benchmark's
     verifier: str | None = None
+    #: seconds a verifier may take per check before the verdict is `error`
     verifier_timeout_s: float = Field(default=10.0, gt=0)
+    #: the model and the backend that serves it
     model: ModelConfig = ModelConfig()
+    #: the inference strategy and its options
     strategy: StrategySettings = StrategySettings()
+    #: sampling settings of every request (the strategy may override n)
     sampling: SamplingSettings = SamplingSettings()
     limit: int | None = Field(default=None, ge=1)  # a count, never a Python slice bound
     ids: list[str] | None = None  # only these problem ids (before `limit`)
     shard: str | None = None  # "i/n": every n-th problem from the i-th (see `reasoner merge`)
+    #: the run's seed: every problem's sampling seed derives from it and the problem id
     seed: int = 0
+    #: skip dataset lines that cannot be read (counted in the summary) instead of stopping
     skip_bad: bool = False
+    #: the run folder; an existing one is resumed
     out: str | None = None
+    #: show a progress bar
     progress: bool = True
     ray: RaySettings | None = None  # scale out on a Ray cluster (reasoner eval --ray ADDRESS)
 

@@ -1,10 +1,10 @@
 """`reasoner config [KIND] [KEY ...]`: every key of a command's config with its type, default and
 one-line description, as TRL's config dataclasses document each field.
 
-The description is the field's own comment in the source (a `#:` line above it, or a trailing
-`# ...` on its line), or a `Field(description=...)`: one place to write it, next to the field, so
-the listing cannot drift from the code. A field without one is listed as undocumented, and
-tests/test_config_keys.py fails on it.
+The description is the field's own comment in the source (a `#:` line above it, a trailing
+`# ...` on its line, or a `#` block right above it), or a `Field(description=...)`: one place to
+write it, next to the field, so the listing cannot drift from the code. A field without one is
+listed as undocumented, and tests/test_config_keys.py fails on it.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def config_models() -> dict[str, type[BaseModel]]:
 
 
 def _source_comments(model: type[BaseModel]) -> dict[str, str]:
-    """Field name -> its comment, from the class body (and its bases')."""
+    """Field name -> its comment, from the class body (and its bases'): a `#:` block above the
+    field, else a trailing comment on its (last) line, else a plain `#` block above it."""
     comments: dict[str, str] = {}
     for cls in reversed(model.__mro__):
         if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
@@ -59,20 +60,41 @@ def _source_comments(model: type[BaseModel]) -> dict[str, str]:
         except (OSError, TypeError):
             continue
         above: list[str] = []
-        for line in lines[1:]:
+        plain: list[str] = []  # a `#` block directly above (used when nothing better is there)
+        index = 1
+        while index < len(lines):
+            line = lines[index]
             stripped = line.strip()
+            index += 1
             if stripped.startswith("#:"):
                 above.append(stripped[2:].strip())
                 continue
+            if stripped.startswith("#"):
+                plain.append(stripped[1:].strip())
+                continue
             match = _FIELD_LINE.match(line)
             if match and line.startswith("    ") and not line.startswith("     "):
-                trailing = _TRAILING.search(line.split("=", 1)[-1]) if "#" in line else None
-                text = " ".join(above) or (trailing.group(1).strip() if trailing else "")
+                last = line
+                depth = _depth(line)
+                while depth > 0 and index < len(lines):  # a field spread over several lines
+                    last = lines[index]
+                    depth += _depth(last)
+                    index += 1
+                trailing = _TRAILING.search(last.split("=", 1)[-1]) if "#" in last else None
+                text = (
+                    " ".join(above)
+                    or (trailing.group(1).strip() if trailing else "")
+                    or " ".join(plain)
+                )
                 if text:
                     comments[match.group(1)] = text
-            if not stripped.startswith("#"):
-                above = []
+            above, plain = [], []
     return comments
+
+
+def _depth(line: str) -> int:
+    code = line.split("#", 1)[0]
+    return sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}")
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from reasoner.config_keys import describe, render
+from reasoner.config_keys import config_models, describe, render, walk
 from reasoner.errors import ConfigError
+
+
+@pytest.mark.parametrize("kind", sorted(config_models()))
+def test_every_key_has_a_description(kind: str) -> None:
+    undocumented = [k.key for k in walk(config_models()[kind]) if not k.description]
+    assert not undocumented, f"{kind}: document these fields: {undocumented}"
 
 
 def test_a_section_lists_its_keys_with_defaults() -> None:

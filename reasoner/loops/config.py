@@ -19,10 +19,14 @@ class ProblemSlice(_Strict):
     """The first `limit` problems of a benchmark split, or of the user's own JSONL file (scored
     with the benchmark's prompt and verifier)."""
 
+    #: a benchmark name from `reasoner list`
     benchmark: str = "gsm8k"
     split: str | None = None  # None: the benchmark's default split
+    #: a user's own JSONL file in place of the benchmark's data
     dataset: UserDataset | None = None
+    #: the first N problems; None: all
     limit: int | None = Field(default=None, ge=1)
+    #: the benchmark data folder; None: $REASONER_DATA_DIR or ../shared/data
     data_dir: str | None = None
 
 
@@ -39,10 +43,15 @@ class SampleStage(_Strict):
 
     With uniform / prop2diff a problem's training records are capped at its target."""
 
+    #: how each training problem is sampled (n samples per problem)
     strategy: StrategySettings = StrategySettings(name="self-consistency", n=4)
+    #: sampling settings of those samples
     sampling: SamplingSettings = SamplingSettings(temperature=0.7)
+    #: hard_n, or DART-Math's uniform / prop2diff (see above)
     method: Literal["hard_n", "uniform", "prop2diff"] = "hard_n"
+    #: hard_n: extra samples for a problem at or under hard_threshold
     hard_n: int = Field(default=0, ge=0)
+    #: hard_n: the pass rate at or under which a problem is hard
     hard_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
     k: int = Field(default=4, ge=1)  # uniform / prop2diff: correct responses wanted
     max_samples: int = Field(default=32, ge=1)  # uniform / prop2diff: per-problem budget
@@ -64,18 +73,26 @@ class SampleStage(_Strict):
 
 
 class EvalStage(_Strict):
+    #: the strategy each round's held-out evaluation uses
     strategy: StrategySettings = StrategySettings()
+    #: sampling settings of the held-out evaluation
     sampling: SamplingSettings = SamplingSettings()
 
 
 class IterateConfig(_Strict):
     stage: Literal["sft", "dpo", "zo"] = "sft"  # sft: expert iteration; dpo: iterative DPO
+    #: sample-verify-train rounds
     rounds: int = Field(default=2, ge=1)
+    #: the base model; LoRA serving is enabled so each round serves its adapter
     model: ModelConfig = ModelConfig(enable_lora=True)
+    #: the problems sampled and trained on
     train_problems: ProblemSlice = ProblemSlice(split="train", limit=64)
+    #: the problems each round is evaluated on (never trained on: checked)
     heldout: ProblemSlice = ProblemSlice(split="test", limit=50)
     verifier: str | None = None  # None: the benchmark's verifier
+    #: how the training problems are sampled
     sample: SampleStage = SampleStage()
+    #: how the held-out problems are evaluated
     eval: EvalStage = EvalStage()
     # where each round's training starts: the base model, or the previous round's adapter
     init: Literal["base", "last"] = "last"
@@ -89,6 +106,9 @@ class IterateConfig(_Strict):
     # child: each round's training runs in its own process, whose memory is returned when it
     # exits (the engine stays up beside it); inline: in this process (tests, debugging)
     train_process: Literal["child", "inline"] = "child"
+    #: the loop's seed (sampling and training)
     seed: int = 0
+    #: the loop's folder; an existing one is resumed
     out: str | None = None
+    #: show progress bars
     progress: bool = True

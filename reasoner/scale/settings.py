@@ -14,6 +14,8 @@ class RaySettings(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+    #: `local` (a private cluster), `auto` (the cluster on this machine) or HOST:PORT /
+    #: ray://HOST:10001
     address: str = "auto"
     #: vLLM engine replicas, one Ray actor each; each may itself be tensor-parallel
     replicas: int = Field(2, ge=1)

@@ -24,18 +24,30 @@ class ServeConfig(BaseModel):
     """The model to load and how to serve it; flags, `--config` YAML and `--set` feed it."""
 
     model_config = ConfigDict(extra="forbid")
+    #: the model and the backend that serves it
     model: ModelConfig = ModelConfig()
+    #: the address to bind (non-loopback without an api_key warns)
     host: str = "127.0.0.1"
+    #: the port to listen on
     port: int = Field(8000, ge=0, le=65535)
     served_model_name: str | None = None  # default: model.name
+    #: the strategy of a request that names none
     default_strategy: str = "greedy"
+    #: the verifier of a request that names none
     default_verifier: str = "math"
+    #: max_tokens of a request that sets none
     default_max_tokens: int = Field(512, ge=1)
+    #: the largest n a request may ask for (400 above it)
     max_n: int = Field(64, ge=1)
+    #: seconds a request may run before it is cancelled
     request_timeout_s: float = Field(600.0, gt=0)
+    #: requests served at once; more wait
     max_concurrent_requests: int = Field(256, ge=1)
+    #: seconds a verifier may take per check
     verifier_timeout_s: float = Field(10.0, gt=0)
+    #: how long concurrent requests are gathered into one engine batch
     batch_window_ms: float = Field(5.0, ge=0)
+    #: uvicorn's log level
     log_level: str = "warning"
     api_key: str | None = None  # default: $REASONER_API_KEY, else $VLLM_API_KEY
 

@@ -25,17 +25,22 @@ class _Strict(BaseModel):
 class PolicySettings(_Strict):
     """The base model, and optionally an adapter to keep training (a previous round's)."""
 
+    #: the base model: an embedded alias, a local folder or a hub id
     name: str = DEFAULT_MODEL
     # auto (reasoner/models/dtype.py): bf16 on a bf16-capable GPU or CPU (AVX512-BF16/AMX),
     # float32 elsewhere; always float32 for ZO, whose +eps/-eps perturbation of 1e-3 is below
     # bf16's resolution for most weights and would not cancel.
     dtype: DType = "auto"
+    #: a PEFT adapter folder to keep training (a previous round's); None: a fresh LoRA
     adapter: str | None = None
 
 
 class LoraSettings(_Strict):
+    #: the LoRA rank
     r: int = Field(default=8, ge=1)
+    #: the LoRA scaling numerator (scale = alpha / r)
     alpha: int = Field(default=16, ge=1)
+    #: dropout on the LoRA path
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     # "all-linear": every linear layer but the output head, which vLLM's LoRA serves
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
@@ -55,6 +60,7 @@ class DataSettings(_Strict):
     # the next `limit` problems: cut between problems (told apart by normalised question text),
     # so no problem has records on both sides
     skip: int = Field(default=0, ge=0)
+    #: then keep only the first N problems' records
     limit: int | None = Field(default=None, ge=1)
     max_per_problem: int | None = Field(
         default=None, ge=1
@@ -78,20 +84,30 @@ class DataSettings(_Strict):
 
 
 class OptimSettings(_Strict):
+    #: optimizer steps
     max_steps: int = Field(default=100, ge=1)
+    #: records per device batch
     batch_size: int = Field(default=4, ge=1)
+    #: batches accumulated per optimizer step
     grad_accum: int = Field(default=1, ge=1)
+    #: peak learning rate
     learning_rate: float = Field(default=2e-4, gt=0)
+    #: learning-rate schedule after warm-up
     lr_scheduler: Literal["constant", "linear", "cosine"] = "linear"
+    #: share of max_steps spent warming the learning rate up
     warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: AdamW weight decay
     weight_decay: float = Field(default=0.0, ge=0.0)
     max_length: int = Field(default=1024, ge=8)  # tokens of prompt + completion
+    #: the trainer's seed (data order, LoRA init)
     seed: int = 0
     save_steps: int = Field(
         default=50, ge=1
     )  # checkpoint interval (what a killed run resumes from)
+    #: checkpoints kept on disk (older ones are deleted)
     keep_checkpoints: int = Field(default=2, ge=1)
     eval_steps: int | None = Field(default=None, ge=1)  # held-out loss every N steps (and at 0)
+    #: records per batch of the held-out evaluation
     eval_batch_size: int = Field(default=8, ge=1)
 
 
@@ -100,7 +116,9 @@ class DivergenceSettings(_Strict):
     so does a loss whose mean over the last `window` steps exceeds `max_ratio` times its mean
     over the first `window` steps."""
 
+    #: stop when the recent mean loss exceeds this multiple of the first
     max_ratio: float = Field(default=4.0, gt=1.0)
+    #: steps averaged at the start and at the end
     window: int = Field(default=5, ge=1)
 
 
@@ -108,14 +126,18 @@ class _StageConfig(_Strict):
     model: PolicySettings = PolicySettings()
     data: DataSettings
     eval_data: DataSettings | None = None  # held-out records for the eval loss / margin
+    #: the LoRA adapter trained
     lora: LoraSettings = LoraSettings()
     divergence: DivergenceSettings = DivergenceSettings()
     out: str | None = None  # the training run folder; an existing one is resumed
+    #: show the trainer's progress bar
     progress: bool = True
 
 
 class SFTConfig(_StageConfig):
+    #: this config's stage (a file for another stage is refused)
     stage: Literal["sft"] = "sft"
+    #: optimizer settings
     train: OptimSettings = OptimSettings()
     # loss on the answer tokens only, not on the prompt the model is given
     completion_only_loss: bool = True
@@ -126,8 +148,11 @@ class DPOOptimSettings(OptimSettings):
 
 
 class DPOConfig(_StageConfig):
+    #: this config's stage (a file for another stage is refused)
     stage: Literal["dpo"] = "dpo"
+    #: optimizer settings
     train: DPOOptimSettings = DPOOptimSettings()
+    #: DPO's KL strength: higher keeps the policy nearer the reference
     beta: float = Field(default=0.1, gt=0)
     loss_type: str = "sigmoid"  # any of TRL's DPO losses
     # weight of an NLL term on the chosen answer (token mean), added to the DPO loss: 1.0 is
@@ -143,7 +168,9 @@ class RewardConfig(_StageConfig):
     """An outcome reward model: preference pairs (data.runs: correct vs incorrect samples of the
     same problem, or data.file with prompt/chosen/rejected) train a one-logit head with LoRA."""
 
+    #: this config's stage (a file for another stage is refused)
     stage: Literal["reward"] = "reward"
+    #: optimizer settings
     train: RewardOptimSettings = RewardOptimSettings()
     # TRL's auxiliary loss pulling the rewards' mean towards 0 (Eisenstein et al., 2023);
     # None: off
@@ -173,12 +200,16 @@ class ZOSettings(_Strict):
     params: Literal["lora", "all"] = "lora"  # LoRA matrices, or every weight of the model
     eps: float | None = Field(default=None, gt=0)  # perturbation scale; None: MEZO_DEFAULTS[params]
     n_spsa: int = Field(default=1, ge=1)  # SPSA estimates averaged per step (n-SPSA)
+    #: loss: the records' NLL; reward: the verifier's score of sampled answers
     objective: Literal["loss", "reward"] = "loss"
     # reward objective: the verifier scores sampled answers against each record's `answer`
     verifier: str = "math"
+    #: keyword options of that verifier
     verifier_options: dict[str, Any] = {}
     samples: int = Field(default=4, ge=1)  # per record and evaluation
+    #: reward objective: sampling temperature
     temperature: float = Field(default=0.7, ge=0.0)
+    #: reward objective: tokens per sampled answer
     max_new_tokens: int = Field(default=256, ge=1)
 
 
@@ -188,8 +219,11 @@ ZO_DTYPES = ("float32", "auto")
 
 
 class ZOConfig(_StageConfig):
+    #: this config's stage (a file for another stage is refused)
     stage: Literal["zo"] = "zo"
+    #: optimizer settings
     train: ZOOptimSettings = ZOOptimSettings()
+    #: the zeroth-order (MeZO) estimator's settings
     zo: ZOSettings = ZOSettings()
 
     @model_validator(mode="after")
