@@ -112,11 +112,12 @@ def _eval_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from reasoner.config import EvalConfig, build_config, load_yaml
+    from reasoner.config import EvalConfig, build_config, config_file, load_yaml
     from reasoner.runner.evaluate import run_eval
 
-    base = load_yaml(args.config) if args.config else {}
-    source = args.config or "command line"
+    path = config_file(args.config) if args.config else None
+    base = load_yaml(path) if path else {}
+    source = str(path) if path else "command line"
     config = build_config(EvalConfig, base, _eval_overrides(args) + args.set, source=source)
     summary = run_eval(config)
     print_summary(summary)

@@ -173,6 +173,23 @@ def build_config(
         raise ConfigError(f"{source}: {problems}") from None
 
 
+def config_file(name: str) -> Path:
+    """A config by path, or by the name of a shipped one (`gsm8k-sc8`, `gsm8k-sc8.yaml`): the one
+    rule every command's --config follows."""
+    from reasoner.resources import asset_dir, asset_names
+
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = asset_dir("configs") / f"{path.name.removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(
+        f"config {name!r}: no such file, and not a shipped config "
+        f"({', '.join(asset_names('configs'))})"
+    )
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reasoner.config import config_file
 from reasoner.errors import ConfigError
-from reasoner.runner.compare import build_configs, config_path
+from reasoner.runner.compare import build_configs
 
 
 def _write(path: Path, data: dict[str, object]) -> str:
@@ -38,9 +39,9 @@ def test_configs_that_disagree_on_the_problems_or_model_are_refused(tmp_path: Pa
 
 
 def test_config_lookup_by_shipped_name_and_missing_names() -> None:
-    assert config_path("gsm8k-sc8").name == "gsm8k-sc8.yaml"
+    assert config_file("gsm8k-sc8").name == "gsm8k-sc8.yaml"
     with pytest.raises(ConfigError, match="no-such-config"):
-        config_path("no-such-config")
+        config_file("no-such-config")
 
 
 def test_two_configs_with_one_name_are_refused(tmp_path: Path) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reasoner.config import config_file
 from reasoner.errors import ConfigError
 from reasoner.resources import asset_dir
-from reasoner.training.cli import add_parser, config_path, overrides
+from reasoner.training.cli import add_parser, overrides
 from reasoner.training.config import MEZO_DEFAULTS, load_stage_config
 from reasoner.training.plots import is_training_run, plot_training
 from reasoner.training.run_folder import (
@@ -70,7 +71,7 @@ def test_only_complete_checkpoints_count(tmp_path: Path) -> None:
     ],
 )
 def test_shipped_configs_load(stage: str, name: str) -> None:
-    config = load_stage_config(stage, config_path(name), ["train.max_steps=3"])
+    config = load_stage_config(stage, str(config_file(name)), ["train.max_steps=3"])
     assert config.stage == stage and config.train.max_steps == 3
 
 
@@ -94,9 +95,9 @@ def test_cli_flags_become_overrides() -> None:
     args = parser.parse_args(
         ["train", "zo", "--config", "zo-smollm2-gsm8k", "--out", "runs/x", "--set", "zo.n_spsa=2"]
     )
-    assert args.stage == "zo" and config_path(args.config).endswith("zo-smollm2-gsm8k.yaml")
+    assert args.stage == "zo" and str(config_file(args.config)).endswith("zo-smollm2-gsm8k.yaml")
     assert overrides(args) == ['out="runs/x"', "zo.n_spsa=2"]
-    config = load_stage_config("zo", config_path(args.config), overrides(args))
+    config = load_stage_config("zo", str(config_file(args.config)), overrides(args))
     assert config.out == "runs/x" and config.zo.n_spsa == 2
 
 

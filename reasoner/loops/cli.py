@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from reasoner.resources import asset_dir
-
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -27,14 +25,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from reasoner.config import build_config, load_yaml
+    from reasoner.config import build_config, config_file, load_yaml
     from reasoner.loops.config import IterateConfig
     from reasoner.loops.iterate import default_out, run_iterate
     from reasoner.loops.report import rounds_table
 
-    path = args.config
-    if path and not Path(path).is_file() and (asset_dir("configs") / Path(path).name).is_file():
-        path = str(asset_dir("configs") / Path(path).name)  # a shipped config by name
+    path = str(config_file(args.config)) if args.config else None
     base = load_yaml(path) if path else {}
     overrides = list(args.set) + ([f"out={args.out}"] if args.out else [])
     config = build_config(IterateConfig, base, overrides, source=path or "command line")

@@ -12,10 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from reasoner.config import EvalConfig, build_config, load_yaml
+from reasoner.config import EvalConfig, build_config, config_file, load_yaml
 from reasoner.errors import ConfigError
 from reasoner.models import Generator, load_generator
-from reasoner.resources import asset_dir
 from reasoner.runner.evaluate import plan_eval, run_eval
 from reasoner.runner.report import ReportFiles, write_report
 
@@ -41,23 +40,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
 
 
-def config_path(name: str) -> Path:
-    """A config file by path, or by name from the shipped configs/."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = asset_dir("configs") / (name if name.endswith(".yaml") else f"{name}.yaml")
-    if shipped.is_file():
-        return shipped
-    raise ConfigError(f"config {name!r}: no such file, and not a config in {asset_dir('configs')}")
-
-
 def build_configs(
     names: list[str], overrides: list[str], out: Path
 ) -> list[tuple[str, EvalConfig]]:
     configs: list[tuple[str, EvalConfig]] = []
     for name in names:
-        path = config_path(name)
+        path = config_file(name)
         label = path.stem
         if any(label == seen for seen, _ in configs):
             raise ConfigError(f"{path}: two configs named {label!r}; rename one")

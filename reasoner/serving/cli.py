@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reasoner.config import build_config, load_yaml
+from reasoner.config import build_config, config_file, load_yaml
 from reasoner.errors import ConfigError
 from reasoner.models.config import ModelConfig
 
@@ -104,8 +104,9 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:
-    base = load_yaml(args.config) if args.config else {}
-    source = args.config or "command line"
+    path = config_file(args.config) if args.config else None
+    base = load_yaml(path) if path else {}
+    source = str(path) if path else "command line"
     config = build_config(ServeConfig, base, _overrides(args) + args.set, source=source)
     if config.api_key is None:
         from_env = next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)

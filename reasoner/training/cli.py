@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from reasoner.errors import ReasonerError
-from reasoner.resources import asset_dir
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,17 +36,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-progress", action="store_true")
 
 
-def config_path(value: str) -> str:
-    """A path as given, else `configs/<value>[.yaml]` from the shipped configs."""
-    if Path(value).is_file():
-        return value
-    for name in (value, f"{value}.yaml"):
-        shipped = asset_dir("configs") / name
-        if shipped.is_file():
-            return str(shipped)
-    return value  # load_yaml names the missing file
-
-
 def overrides(args: argparse.Namespace) -> list[str]:
     pairs: list[tuple[str, Any]] = [("model.name", args.model), ("out", args.out)]
     if args.no_progress:
@@ -57,9 +44,10 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reasoner.config import config_file
     from reasoner.training import load_stage_config, train_stage
 
-    path = config_path(args.config) if args.config else None
+    path = str(config_file(args.config)) if args.config else None
     config = load_stage_config(args.stage, path, overrides(args))
     result = train_stage(config)
     summary_file = result.parent / "summary.json"
