@@ -15,18 +15,27 @@ import yaml
 
 from reasoner.errors import ReasonerError
 
+HELDOUT_KEYS = ("accuracy", "accuracy_ci95", "correct", "scored")
+
 
 def is_iterate_folder(path: Path) -> bool:
     return (path / "rounds").is_dir() and (path / "config.yaml").is_file()
 
 
 def load_rounds(path: Path) -> list[dict[str, Any]]:
+    """Each round's record; its held-out figures are read again from the round's eval summary,
+    which `reasoner rescore` may have updated since the round finished."""
     rounds = []
     for marker in sorted((path / "rounds").glob("*/round.json"), key=lambda p: int(p.parent.name)):
         try:
-            rounds.append(json.loads(marker.read_text()))
+            record = json.loads(marker.read_text())
+            summary = marker.parent / "eval" / "summary.json"
+            if summary.is_file() and "heldout" in record:
+                current = json.loads(summary.read_text())
+                record["heldout"].update({k: current[k] for k in HELDOUT_KEYS if k in current})
         except json.JSONDecodeError as exc:
-            raise ReasonerError(f"{marker}: not valid JSON ({exc})") from None
+            raise ReasonerError(f"{marker} or its eval summary: not valid JSON ({exc})") from None
+        rounds.append(record)
     return rounds
 
 
