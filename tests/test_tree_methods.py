@@ -77,6 +77,7 @@ class StepScorer(Verifier):
     """Scores a partial solution by the `(score X)` tag of its last step; records each batch."""
 
     name = "step-scorer"
+    reads_gold = False  # it reads only the completion's own tags, as a blind scorer would
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
