@@ -21,6 +21,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
 from reasoner.procs import reasoner_children
+from reasoner.tools.process import Timeout
 
 T = TypeVar("T")
 
@@ -34,7 +35,7 @@ class VerifierError(Exception):
     """A check could not produce an answer; never to be read as a wrong answer."""
 
 
-class VerifierTimeout(VerifierError):
+class VerifierTimeout(VerifierError, Timeout):
     pass
 
 

@@ -4,7 +4,8 @@ A verifier that executes what a model wrote must assume the code is hostile: it 
 reach the network, write over the project, fork or allocate until the host falls over, or print
 forever. Each run gets fresh namespaces (no network but its own loopback, its own pid tree), a
 read-only view of only what Python needs, a throwaway work directory, an empty environment, an
-unprivileged uid, and rlimits; the wall clock and the output size are enforced from outside.
+unprivileged uid, and rlimits; the wall clock and the output size are enforced from outside
+(`reasoner.tools.process`).
 Nothing here uses signals in the caller, so it works from any thread, and a missing or broken
 `bwrap` is reported as `sandbox_error`: code never runs unsandboxed.
 
@@ -25,10 +26,8 @@ import json
 import math
 import os
 import secrets
-import selectors
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+
+from reasoner.tools import process
 
 SandboxStatus = Literal[
     "ok", "nonzero_exit", "timeout", "memory", "output_limit", "killed", "sandbox_error"
@@ -47,7 +48,6 @@ WORKDIR = "/sandbox"  # the cwd inside; not /work or /tmp, which host paths may 
 PROGRAM = "main.py"
 _INSTALL_HINT = "install it with `apt-get install bubblewrap`"
 _STARTED = b"started\n"
-_CHUNK = 65536
 # Host uids for root-started runs: far above any real account or subordinate-uid range.
 _UID_BASE, _UID_SPAN = 1_900_000_000, 100_000_000
 _NOBODY = 65534
@@ -200,36 +200,27 @@ def _run(
     uid = _UID_BASE + secrets.randbelow(_UID_SPAN) if os.geteuid() == 0 else None
     work = scratch / "work"
     _populate(work, {**files, PROGRAM: code}, uid)
-    stdin_path = scratch / "stdin"
-    stdin_path.write_text(stdin, encoding="utf-8")
     status_r, status_w = os.pipe()
-    start = time.monotonic()
     try:
         argv = _bwrap_argv(bwrap, work, limits, uid, status_w)
-        with stdin_path.open("rb") as stdin_file:
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=stdin_file,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    pass_fds=(status_w,),
-                    start_new_session=True,
-                    env={},
-                )
-            except OSError as exc:
-                return _sandbox_error(f"could not start bubblewrap: {exc}", 0.0)
-        os.close(status_w)
-        status_w = -1
-        with proc:
-            out, err, killed_for = _collect(proc, limits, start + limits.wall_seconds)
-        wall = time.monotonic() - start
+        try:
+            # Killing bwrap's process group kills the sandbox's pid 1, and with it everything
+            # in its pid namespace, whatever session the code moved to.
+            run = process.run(
+                argv,
+                timeout_s=limits.wall_seconds,
+                input=stdin,
+                max_output_bytes=limits.max_output_bytes,
+                env={},
+                pass_fds=(status_w,),
+            )
+        except process.StartFailed as exc:
+            return _sandbox_error(f"could not start bubblewrap: {exc}", 0.0)
         started = _read_status(status_r) == _STARTED
     finally:
-        for fd in (status_r, status_w):
-            if fd >= 0:
-                os.close(fd)
-    return _result(started, killed_for, proc.returncode, out, err, wall, limits)
+        os.close(status_r)
+        os.close(status_w)
+    return _result(started, run, limits)
 
 
 def _populate(work: Path, files: dict[str, str], uid: int | None) -> None:
@@ -387,55 +378,6 @@ def _mib(megabytes: float) -> int:
     return int(megabytes * 2**20)
 
 
-def _collect(
-    proc: subprocess.Popen[bytes], limits: SandboxLimits, deadline: float
-) -> tuple[bytes, bytes, SandboxStatus | None]:
-    """Reads both pipes up to the cap until EOF, the cap or the deadline; kills the run on the
-    last two. Never holds more than the cap (plus one chunk) in memory."""
-    assert proc.stdout is not None and proc.stderr is not None
-    out, err = proc.stdout.fileno(), proc.stderr.fileno()
-    buffers = {out: bytearray(), err: bytearray()}
-    cap = limits.max_output_bytes
-    killed_for: SandboxStatus | None = None
-    with selectors.DefaultSelector() as selector:
-        for fd in buffers:
-            selector.register(fd, selectors.EVENT_READ)
-        while selector.get_map() and killed_for is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                killed_for = "timeout"
-                break
-            for key, _ in selector.select(remaining):
-                buffer = buffers[key.fd]
-                chunk = os.read(key.fd, min(_CHUNK, cap + 1 - len(buffer)))
-                if not chunk:
-                    selector.unregister(key.fileobj)
-                    continue
-                buffer += chunk
-                if len(buffer) > cap:
-                    del buffer[cap:]
-                    killed_for = "output_limit"
-                    break
-    if killed_for is None:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            killed_for = "timeout"
-    if killed_for is not None:
-        _kill(proc)
-    proc.wait()
-    return bytes(buffers[out]), bytes(buffers[err]), killed_for
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL bwrap's process group; the sandbox's pid 1 is in it, and when that dies the
-    kernel kills everything in the pid namespace, whatever session the code moved to."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-
-
 def _read_status(fd: int) -> bytes:
     """Whatever the bootstrap wrote; the run is over, so never wait for more."""
     os.set_blocking(fd, False)
@@ -445,27 +387,20 @@ def _read_status(fd: int) -> bytes:
         return b""
 
 
-def _result(
-    started: bool,
-    killed_for: SandboxStatus | None,
-    returncode: int | None,
-    out: bytes,
-    err: bytes,
-    wall: float,
-    limits: SandboxLimits,
-) -> SandboxResult:
-    status, reason = _classify(started, killed_for, returncode, err, limits)
-    stdout = out.decode("utf-8", errors="replace")
-    stderr = err.decode("utf-8", errors="replace")
-    code = None if killed_for is not None or not started else returncode
-    return SandboxResult(status, code, stdout, stderr, round(wall, 3), reason)
+def _result(started: bool, run: process.Completed, limits: SandboxLimits) -> SandboxResult:
+    killed_for: SandboxStatus | None = (
+        "timeout" if run.timed_out else "output_limit" if run.truncated else None
+    )
+    status, reason = _classify(started, killed_for, run.returncode, run.stderr, limits)
+    code = None if killed_for is not None or not started else run.returncode
+    return SandboxResult(status, code, run.stdout, run.stderr, round(run.wall_s, 3), reason)
 
 
 def _classify(
     started: bool,
     killed_for: SandboxStatus | None,
     returncode: int | None,
-    err: bytes,
+    err: str,
     limits: SandboxLimits,
 ) -> tuple[SandboxStatus, str]:
     """The code controls its exit code and stderr, so those only choose among the code's own
@@ -481,7 +416,7 @@ def _classify(
         return "output_limit", f"output exceeded {limits.max_output_bytes} bytes"
     if returncode == 0:
         return "ok", ""
-    if b"MemoryError" in err[-4096:]:
+    if "MemoryError" in err[-4096:]:
         return "memory", f"memory limit of {limits.memory_mb} MB exceeded"
     signum = _signal_of(returncode)
     if signum == signal.SIGXCPU:
@@ -501,8 +436,8 @@ def _signal_of(returncode: int | None) -> int | None:
     return signum if signum in signal.valid_signals() and signum > 0 else None
 
 
-def _last_line(data: bytes) -> str:
-    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines()]
     return next((line for line in reversed(lines) if line), "")
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import threading
 from abc import ABC, abstractmethod
@@ -29,14 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from reasoner.tools.process import Timeout
 from reasoner.types import Problem
-from reasoner.verifiers.lean.protocol import ProtocolError, ReplResponse, parse_response
-from reasoner.verifiers.lean.repl import (
-    LeanRepl,
-    LeanReplCrashed,
-    LeanReplError,
-    LeanReplTimeout,
-)
+from reasoner.verifiers.lean.protocol import ReplResponse
+from reasoner.verifiers.lean.repl import LeanRepl, LeanReplError
 from reasoner.verifiers.lean.source import DEFAULT_HEADER, split_header
 from reasoner.verifiers.lean.verifier import INSTALL_INSTRUCTIONS, repl_command
 
@@ -114,6 +109,7 @@ class TacticRepl(LeanRepl):
     def __init__(self, *args: Any, record_to: str | os.PathLike[str] | None = None, **kw: Any):
         super().__init__(*args, **kw)
         self.record_to = Path(record_to) if record_to is not None else None
+        self._record_lock = threading.Lock()
 
     def run(self, cmd: str, env: int | None = None, timeout_s: float | None = None) -> ReplResponse:
         response = super().run(cmd, env, timeout_s)
@@ -130,42 +126,15 @@ class TacticRepl(LeanRepl):
     def run_tactic(
         self, tactic: str, proof_state: int, timeout_s: float | None = None
     ) -> ReplResponse:
-        limit = self.timeout_s if timeout_s is None else timeout_s
-        with self._lock:
-            response = self._send_locked(encode_tactic(tactic, proof_state), limit)
+        response = self.request(encode_tactic(tactic, proof_state), timeout_s)
         self._record({"tactic": tactic, "proofState": proof_state}, response)
         return response
-
-    def _send_locked(self, payload: bytes, timeout_s: float) -> ReplResponse:
-        """LeanRepl._run_locked for any request: a timeout, a crash or unreadable output kills
-        the process (its proof states with it)."""
-        proc = self._ensure_started()
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(payload)
-            proc.stdin.flush()
-        except OSError as exc:
-            self._kill()
-            raise LeanReplCrashed(f"the Lean REPL exited ({exc})") from exc
-        try:
-            reply = self._replies.get(timeout=timeout_s)
-        except queue.Empty:
-            self._kill()
-            raise LeanReplTimeout(f"Lean took longer than {timeout_s:g}s") from None
-        if not isinstance(reply, str):  # the reader's end-of-output marker
-            code = self._kill()
-            raise LeanReplCrashed(f"the Lean REPL exited (exit code {code})")
-        try:
-            return parse_response(reply)
-        except ProtocolError as exc:
-            self._kill()
-            raise LeanReplCrashed(str(exc)) from exc
 
     def _record(self, request: dict[str, Any], response: ReplResponse) -> None:
         if self.record_to is None:
             return
         line = json.dumps({"request": request, "response": response.raw}, ensure_ascii=False)
-        with self._lock, self.record_to.open("a", encoding="utf-8") as out:
+        with self._record_lock, self.record_to.open("a", encoding="utf-8") as out:
             out.write(line + "\n")
 
 
@@ -295,7 +264,7 @@ class LeanReplEnvironment(TacticEnvironment):
             if proof_state is None:
                 return TacticOutcome("error", message="could not rebuild the proof state")
             response = repl.run_tactic(tactic, proof_state, self.timeout_s)
-        except LeanReplTimeout as exc:
+        except Timeout as exc:
             return TacticOutcome("error", message=f"timeout: {exc}")
         except (LeanReplError, StartError) as exc:
             return TacticOutcome("error", message=f"the Lean REPL failed: {exc}")

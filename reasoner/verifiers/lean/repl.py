@@ -12,17 +12,15 @@ a child). The REPL is then restarted on the next command; its cached envs died w
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import queue
-import resource
-import signal
 import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+from reasoner.tools import process
 from reasoner.verifiers.lean.protocol import (
     ProtocolError,
     ReplResponse,
@@ -38,7 +36,7 @@ class LeanReplError(Exception):
     """The REPL could not answer; never to be read as a wrong proof."""
 
 
-class LeanReplTimeout(LeanReplError):
+class LeanReplTimeout(LeanReplError, process.Timeout):
     pass
 
 
@@ -48,11 +46,6 @@ class LeanReplCrashed(LeanReplError):
 
 class LeanHeaderError(LeanReplError):
     """The import header itself failed (a missing module, an unbuilt Mathlib)."""
-
-
-def _limit_memory(limit_bytes: int) -> None:
-    # Runs between fork and exec: only a C call, no Python imports or locks.
-    resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
 
 class LeanRepl:
@@ -95,8 +88,14 @@ class LeanRepl:
 
     def run(self, cmd: str, env: int | None = None, timeout_s: float | None = None) -> ReplResponse:
         """One command. A timeout, a crash or unreadable output raises and kills the process."""
+        return self.request(encode_command(cmd, env), timeout_s)
+
+    def request(self, payload: bytes, timeout_s: float | None = None) -> ReplResponse:
+        """Any one request, already encoded (a command, a tactic; see TacticRepl), and its
+        response. A timeout, a crash or unreadable output raises and kills the process, and
+        with it every env and proof state it held."""
         with self._lock:
-            return self._run_locked(cmd, env, self.timeout_s if timeout_s is None else timeout_s)
+            return self._request_locked(payload, self.timeout_s if timeout_s is None else timeout_s)
 
     def run_with_imports(
         self, imports: str, cmd: str, timeout_s: float | None = None
@@ -104,7 +103,8 @@ class LeanRepl:
         """`cmd` in the env of `imports`, importing them first unless this process already has."""
         with self._lock:
             env = self._header_env_locked(imports)
-            return self._run_locked(cmd, env, self.timeout_s if timeout_s is None else timeout_s)
+            limit = self.timeout_s if timeout_s is None else timeout_s
+            return self._request_locked(encode_command(cmd, env), limit)
 
     def header_env(self, imports: str) -> int:
         with self._lock:
@@ -118,18 +118,18 @@ class LeanRepl:
         cached = self._header_envs.get(imports)
         if cached is not None and self._alive():
             return cached
-        response = self._run_locked(imports, None, self.import_timeout_s)
+        response = self._request_locked(encode_command(imports, None), self.import_timeout_s)
         if response.repl_error is not None or response.errors or response.env is None:
             detail = response.repl_error or "; ".join(m.describe() for m in response.errors)
             raise LeanHeaderError(f"the import header failed: {detail or 'no env returned'}")
         self._header_envs[imports] = response.env
         return response.env
 
-    def _run_locked(self, cmd: str, env: int | None, timeout_s: float) -> ReplResponse:
+    def _request_locked(self, payload: bytes, timeout_s: float) -> ReplResponse:
         proc = self._ensure_started()
         assert proc.stdin is not None
         try:
-            proc.stdin.write(encode_command(cmd, env))
+            proc.stdin.write(payload)
             proc.stdin.flush()
         except OSError as exc:
             self._kill()
@@ -155,20 +155,15 @@ class LeanRepl:
         if self._proc is not None and self._alive():
             return self._proc
         self._kill()
-        limit = self.memory_limit_mb
-        preexec = None if limit is None else functools.partial(_limit_memory, limit * 1024 * 1024)
-        try:
-            proc = subprocess.Popen(
+        try:  # its own process group, so a kill reaches lake's child
+            proc = process.start(
                 self.command,
                 cwd=self.project_dir,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # its own process group, so a kill reaches lake's child
-                preexec_fn=preexec,
+                stderr=process.DEVNULL,
+                memory_limit_mb=self.memory_limit_mb,
             )
-        except OSError as exc:
-            raise LeanReplCrashed(f"could not start {self.command!r}: {exc}") from exc
+        except process.StartFailed as exc:
+            raise LeanReplCrashed(str(exc)) from exc
         self._proc, self._replies = proc, queue.Queue()
         self.starts += 1
         assert proc.stdout is not None
@@ -181,15 +176,7 @@ class LeanRepl:
         """Kill the group and forget its envs; returns the exit code where there was a process."""
         proc, self._proc = self._proc, None
         self._header_envs.clear()
-        if proc is None:
-            return None
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        for stream in (proc.stdin, proc.stdout):
-            with contextlib.suppress(OSError):
-                if stream is not None:
-                    stream.close()
-        return proc.wait()
+        return None if proc is None else process.stop(proc)
 
 
 def _read_responses(stdout: IO[bytes], replies: queue.Queue[object]) -> None:
