@@ -29,6 +29,8 @@ from reasoner.types import GenerationRequest
 
 QUESTIONS = {"easy": ("What is 2 + 3?", "5"), "half": ("What is 4 + 4?", "8"),
              "never": ("What is 9 + 9?", "18")}  # fmt: skip
+# held out from training (a loop refuses held-out questions that it trains on)
+HELDOUT = {"held": ("What is 6 + 7?", "13")}
 
 
 def loop_config(tmp_path: Path, **sample: Any) -> IterateConfig:
@@ -40,13 +42,20 @@ def loop_config(tmp_path: Path, **sample: Any) -> IterateConfig:
         )
     )
     problems = {"benchmark": "gsm8k", "dataset": {"path": str(data), "id_field": "id"}}
+    held = tmp_path / "heldout.jsonl"
+    held.write_text(
+        "".join(
+            json.dumps({"id": pid, "question": q, "answer": a}) + "\n"
+            for pid, (q, a) in HELDOUT.items()
+        )
+    )
     return build_config(
         IterateConfig,
         {
             # an OpenAI-served model: nothing to hash for the manifest, nothing contacted
             "model": {"name": "scripted", "backend": "openai", "base_url": "http://127.0.0.1:9/v1"},
             "train_problems": problems,
-            "heldout": problems,
+            "heldout": {"benchmark": "gsm8k", "dataset": {"path": str(held), "id_field": "id"}},
             "sample": {"strategy": {"name": "self-consistency", "n": 2}, **sample},
             "max_per_problem": 1,
             "out": str(tmp_path / "loop"),
@@ -62,10 +71,11 @@ def scripted() -> ScriptedGenerator:
 
     def script(request: GenerationRequest, call: int) -> list[str]:
         text = request_text(request)
-        pid = next(p for p, (q, _) in QUESTIONS.items() if q in text)
+        known = {**QUESTIONS, **HELDOUT}
+        pid = next(p for p, (q, _) in known.items() if q in text)
         replies = []
         for _ in range(request.sampling.n):
-            answer = QUESTIONS[pid][1]
+            answer = known[pid][1]
             if pid == "never":
                 answer = "0"
             elif pid == "half":
