@@ -98,7 +98,7 @@ def test_agreement_with_published_verdicts(
     ours = [v.status for v in verifier.verify_batch(pairs)]
     direct = [math_verify_direct(c["gold"], c["completion"]) for c in cases]
     table = agreement_table(cases, ours, direct)
-    print(json.dumps(table, indent=2))  # the figures docs/extract.md records (pytest -s)
+    print(json.dumps(table, indent=2))  # the figures docs/math-answers.md records (pytest -s)
     for case, mine in zip(cases, ours, strict=True):
         if mine != case["expected"]:
             print(f"disagrees: {case['id']} expected {case['expected']}, got {mine}")

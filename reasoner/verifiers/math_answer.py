@@ -5,7 +5,7 @@ math-verify's, run in an isolated worker because sympy can take unbounded time a
 own timeouts (signal.alarm) fail off the main thread.
 
 `extract_answer` applies these rules in order; the first that finds an answer wins
-(docs/extract.md has examples of each):
+(docs/math-answers.md has examples of each):
 
 1. `<think>...</think>` is removed: scratch work is not an answer, and an unclosed block
    never reached one.
