@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from reasoner.runs import read_results
 from reasoner.types import Trace
 
 SFTRecord = dict[str, Any]
@@ -84,15 +85,9 @@ def sft_records(
 
 
 def sft_records_from_run(run_dir: str | Path, **kwargs: Any) -> list[SFTRecord]:
-    """The records of a run folder's results.jsonl (a line cut short by a kill is skipped)."""
-    rows = []
-    path = Path(run_dir) / "results.jsonl"
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return sft_records(rows, **kwargs)
+    """The records of a run folder's results.jsonl (a cut-off last line is skipped with a
+    warning, as every reader does: `reasoner.runs.read_results`)."""
+    return sft_records(read_results(run_dir), **kwargs)
 
 
 def write_jsonl(records: Iterable[SFTRecord], path: str | Path) -> int:

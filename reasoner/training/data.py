@@ -28,6 +28,7 @@ from reasoner.errors import ConfigError, DatasetError
 from reasoner.prompts import load_prompt
 from reasoner.runner.datasets import load_dataset, load_manifest
 from reasoner.runner.heldout import question_hash, require_disjoint, write_question_hashes
+from reasoner.runs import read_results
 from reasoner.training.config import DataSettings
 from reasoner.types import Completion, Problem
 from reasoner.verifiers.base import Verifier
@@ -64,24 +65,6 @@ class Candidate:
         return json.dumps(self.prompt, sort_keys=True)
 
 
-def read_run_rows(folder: str | Path) -> list[dict[str, Any]]:
-    """A run's results.jsonl rows. A torn last line (a run killed mid-write) is skipped but the
-    file is left alone: building a dataset must not change the run it reads."""
-    path = Path(folder) / "results.jsonl"
-    if not path.is_file():
-        raise DatasetError(f"{folder}: not a run folder (no results.jsonl)")
-    rows = []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for number, line in enumerate(lines[:-1], start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}:{number}: not valid JSON ({exc})") from None
-    return rows
-
-
 def _request_prompt(request: dict[str, Any], where: str) -> list[Message] | str:
     if request.get("messages") is not None:
         return [{"role": m["role"], "content": m["content"]} for m in request["messages"]]
@@ -99,7 +82,7 @@ def run_candidates(
     candidates: list[Candidate] = []
     unverified = 0
     for folder in run_folders:
-        for number, row in enumerate(read_run_rows(folder), start=1):
+        for number, row in enumerate(read_results(folder), start=1):
             where = f"{folder}/results.jsonl:{number}"
             try:
                 problem = Problem(**row["problem"])
