@@ -113,7 +113,7 @@ def test_blank_lines_are_ignored_and_rows_come_back_as_traces(tmp_path: Path) ->
 
 
 def test_a_missing_results_file_is_an_error_unless_allowed(tmp_path: Path) -> None:
-    with pytest.raises(RunFolderError, match="results.jsonl is missing"):
+    with pytest.raises(RunFolderError, match=r"results\.jsonl is missing"):
         read_results(tmp_path)
     assert read_results(tmp_path, missing_ok=True) == []
 
