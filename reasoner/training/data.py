@@ -29,6 +29,7 @@ from reasoner.prompts import load_prompt
 from reasoner.runner.datasets import load_dataset, load_manifest
 from reasoner.runner.heldout import question_hash, require_disjoint, write_question_hashes
 from reasoner.runs import read_results
+from reasoner.strategies.sft_export import is_tactic_tree, proof_path
 from reasoner.training.config import DataSettings
 from reasoner.types import Completion, Problem
 from reasoner.verifiers.base import Verifier
@@ -78,8 +79,10 @@ def run_candidates(
 ) -> list[Candidate]:
     """Every completion of every step. With `verifier`, completions are checked again against
     the gold answer (for strategies whose step verdicts come from a scorer, not the verifier);
-    otherwise the verdicts recorded in the run are used."""
+    otherwise the verdicts recorded in the run are used. A proof search's row (a tree of
+    tactics) gives the tactics on its accepted proof, each under the prompt of its state."""
     candidates: list[Candidate] = []
+    tactics: list[Candidate] = []  # verified by the proof check, not against a gold answer
     unverified = 0
     for folder in run_folders:
         for number, row in enumerate(read_results(folder), start=1):
@@ -89,6 +92,11 @@ def run_candidates(
                 steps = row["steps"]
             except (KeyError, TypeError) as exc:
                 raise DatasetError(f"{where}: not a Trace row ({exc})") from None
+            if is_tactic_tree(row):  # a proof search: the tactics on the path Lean accepted
+                for node in proof_path(row):
+                    prompt = _request_prompt(steps[node["step"]]["request"], where)
+                    tactics.append(Candidate(problem, prompt, node["tactic"], "stop", "correct"))
+                continue
             for step in steps:
                 prompt = _request_prompt(step["request"], where)
                 completions = step["completions"]
@@ -121,7 +129,7 @@ def run_candidates(
             "verifier to check them against the gold answers",
             unverified,
         )
-    return candidates
+    return candidates + tactics
 
 
 def _one_format(candidates: Sequence[Candidate]) -> None:
