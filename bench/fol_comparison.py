@@ -30,7 +30,7 @@ from typing import Any
 from reasoner.config import EvalConfig, build_config
 from reasoner.models import load_generator
 from reasoner.runner.evaluate import run_eval
-from reasoner.runner.run_folder import RunFolder
+from reasoner.runs import read_results
 from reasoner.strategies.fol_prover import error_rates
 
 BENCHMARKS = ("folio", "proofwriter", "prontoqa")
@@ -71,7 +71,7 @@ def _pct(value: float | None) -> str:
 
 
 def row(benchmark: str, method: Method, summary: dict[str, Any], folder: Path) -> dict[str, Any]:
-    results = RunFolder(folder).load_results()
+    results = read_results(folder)
     rates = error_rates(results) if "fol-prover" in method.overrides[0] else None
     low, high = summary["accuracy_ci95"]
     return {

@@ -28,13 +28,14 @@ from typing import Any
 
 from reasoner.resources import data_root
 from reasoner.runner.manifest import hardware, package_versions
+from reasoner.runs import read_results
 from reasoner.types import Completion, Problem
 from reasoner.verifiers import load
 from reasoner.verifiers.selftest import load_cases, suite_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-GSM8K_RUN = ROOT / "eval" / "results" / "gsm8k-qwen05-greedy-200" / "results.jsonl"
+GSM8K_RUN = ROOT / "results" / "gsm8k-qwen05-greedy-200"
 PEER_SUITE = ROOT / "verifiers" / "suites" / "peer-math.jsonl"
 WORKERS = 2
 TARGET_VERDICTS_PER_S = 500
@@ -60,8 +61,7 @@ def timed(calls: list[Callable[[], Any]]) -> list[float]:
 
 def math_pairs() -> dict[str, list[tuple[Problem, Completion]]]:
     gsm8k = []
-    for line in GSM8K_RUN.read_text().splitlines():
-        row = json.loads(line)
+    for row in read_results(GSM8K_RUN):
         problem = Problem(
             row["problem"]["id"], row["problem"]["question"], row["problem"]["answer"]
         )

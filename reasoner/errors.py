@@ -24,3 +24,7 @@ class DatasetError(ReasonerError):
 def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> str:
     listed = ", ".join(sorted(choices))
     return f"unknown {kind} {name!r}; choose one of: {listed}"
+
+
+class RunFolderError(ReasonerError, ValueError):
+    """A run folder's file that cannot be read: names the file and, for results.jsonl, the line."""

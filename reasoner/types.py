@@ -32,6 +32,13 @@ class Problem:
         # a row read back from results.jsonl has a list here
         object.__setattr__(self, "gold_fields", tuple(self.gold_fields))
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Problem:
+        return cls(**data)
+
 
 @dataclass(frozen=True)
 class ChatMessage:
@@ -68,6 +75,22 @@ class GenerationRequest:
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("a GenerationRequest takes exactly one of `messages` or `prompt`")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        messages = data.get("messages")
+        sampling = dict(data.get("sampling") or {})
+        if "stop" in sampling:
+            sampling["stop"] = tuple(sampling["stop"])
+        return cls(
+            messages=None if messages is None else tuple(ChatMessage(**m) for m in messages),
+            prompt=data.get("prompt"),
+            sampling=SamplingParams(**sampling),
+            adapter=data.get("adapter"),
+        )
 
 
 def as_finish_reason(value: str | None) -> FinishReason:
@@ -160,6 +183,10 @@ class Usage:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        return cls(**data)
+
 
 @dataclass
 class Step:
@@ -170,12 +197,19 @@ class Step:
     verdicts: list[Verdict]
 
     def to_dict(self) -> dict[str, Any]:
-        request = dataclasses.asdict(self.request)
         return {
-            "request": request,
+            "request": self.request.to_dict(),
             "completions": [c.to_dict() for c in self.completions],
             "verdicts": [v.to_dict() for v in self.verdicts],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Step:
+        return cls(
+            request=GenerationRequest.from_dict(data["request"]),
+            completions=[Completion.from_dict(c) for c in data["completions"]],
+            verdicts=[Verdict.from_dict(v) for v in data["verdicts"]],
+        )
 
 
 @dataclass
@@ -205,7 +239,7 @@ class Trace:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "problem": dataclasses.asdict(self.problem),
+            "problem": self.problem.to_dict(),
             "prediction": self.prediction,
             "verdict": self.verdict.to_dict(),
             "clusters": self.clusters,
@@ -214,3 +248,17 @@ class Trace:
             **({"tree": self.tree} if self.tree else {}),
             **({"candidates": self.candidates} if self.candidates is not None else {}),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trace:
+        """The inverse of `to_dict`: a results.jsonl row read back as a Trace."""
+        return cls(
+            problem=Problem.from_dict(data["problem"]),
+            steps=[Step.from_dict(s) for s in data["steps"]],
+            prediction=data["prediction"],
+            verdict=Verdict.from_dict(data["verdict"]),
+            usage=Usage.from_dict(data["usage"]),
+            clusters=list(data.get("clusters") or []),
+            tree=list(data.get("tree") or []),
+            candidates=None if data.get("candidates") is None else list(data["candidates"]),
+        )

@@ -179,7 +179,7 @@ def test_corrupt_files_are_named(runs: list[Path], tmp_path: Path) -> None:
         write_report(runs[:1], tmp_path / "report")
     results = runs[1] / "results.jsonl"
     results.write_text('{"torn\n' + results.read_text())
-    with pytest.raises(ReportError, match=r"sc/results\.jsonl: line 1 is not valid JSON"):
+    with pytest.raises(ReportError, match=r"sc/results\.jsonl:1: unreadable result line"):
         write_report(runs[1:], tmp_path / "report")
     with pytest.raises(ReportError, match="no such directory"):
         write_report([tmp_path / "nowhere"], tmp_path / "report")

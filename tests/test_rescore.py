@@ -230,3 +230,15 @@ def test_self_refine_regrades_the_last_round_and_counts_it_alone(tmp_path: Path)
     assert (row["prediction"], row["verdict"]["status"]) == ("9", "correct")
     assert row["verdict"]["details"]["stop"] == "max_rounds"
     assert "pass@k" not in summarize(result.rows)  # one candidate: accuracy says it all
+
+
+def test_a_cut_off_last_line_survives_a_rescore_in_the_torn_file(sc_run: RunFolder) -> None:
+    tail = b'{"problem": {"id": "c"'  # a run killed mid-write
+    with open(sc_run.results_path, "ab") as f:
+        f.write(tail)
+    before = sc_run.results_path.read_bytes()
+    assert main(["rescore", "--dry-run", str(sc_run.path)]) == 0
+    assert sc_run.results_path.read_bytes() == before  # a reader leaves it where it is
+    assert main(["rescore", str(sc_run.path)]) == 0
+    assert [r["problem"]["id"] for r in sc_run.load_results()] == ["a", "b"]
+    assert sc_run.results_path.with_name("results.jsonl.torn").read_bytes() == tail + b"\n"

@@ -166,6 +166,31 @@ def test_runs_that_mix_chats_and_raw_prompts_are_refused(tmp_path: Path) -> None
     ]
 
 
+def test_a_proof_search_gives_the_tactics_on_its_accepted_proof(tmp_path: Path) -> None:
+    def state(goal: str) -> GenerationRequest:
+        return GenerationRequest(messages=(ChatMessage("user", f"goal: {goal}"),))
+
+    steps = [
+        Step(state(g), [Completion(t, "stop", 5, 2) for t in ts], [])
+        for g, ts in [("a = c", ["subst h", "simp"]), ("b = c", ["rfl"])]
+    ]
+    tree = [
+        {"id": 0, "parent": None, "status": "open"},
+        {"id": 1, "parent": 0, "step": 0, "tactic": "subst h", "status": "open"},
+        {"id": 2, "parent": 0, "step": 0, "tactic": "simp", "status": "failed"},
+        {"id": 3, "parent": 1, "step": 1, "tactic": "rfl", "status": "proved"},
+    ]
+    proved = Verdict("correct", 1.0)
+    problem = Problem("t", "theorem t", None)
+    trace = Trace(problem, steps, "rfl", proved, Usage(), tree=tree)
+    unproved = Trace(problem, steps, None, Verdict("incorrect", 0.0), Usage(), tree=tree)
+    records = sft_records_from_runs([_run(tmp_path / "run", [trace, unproved])])
+    assert [(r["prompt"][0]["content"], r["completion"][0]["content"]) for r in records] == [
+        ("goal: a = c", "subst h"),
+        ("goal: b = c", "rfl"),
+    ]
+
+
 def test_a_torn_last_line_is_skipped_and_left_alone(run_folder: Path) -> None:
     results = run_folder / "results.jsonl"
     with open(results, "a") as f:

@@ -399,7 +399,7 @@ def test_show_command_reads_a_run_folder(
     assert "no search tree" in capsys.readouterr().out
     with pytest.raises(ReasonerError, match=r"no problem .p9.*p2, p1"):
         show.find_row(tmp_path, "p9")
-    with pytest.raises(ReasonerError, match="does not exist"):
+    with pytest.raises(ReasonerError, match=r"results\.jsonl is missing"):
         show.find_row(tmp_path / "missing", "p1")
 
 

@@ -38,6 +38,7 @@ from reasoner.runner.evaluate import plan_eval, run_eval, selected_problems
 from reasoner.runner.heldout import require_disjoint
 from reasoner.runner.manifest import folder_sha256, git_commit, hardware, package_versions
 from reasoner.runner.run_folder import RunFolder
+from reasoner.runs import read_results
 from reasoner.training import build_records, train_stage
 from reasoner.training.config import STAGE_CONFIGS, StageConfig
 
@@ -86,7 +87,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def _hard_ids(samples: Path, threshold: float) -> list[str]:
     """Problems whose share of correct samples is at most `threshold`, in file order."""
     ids = []
-    for row in RunFolder(samples).load_results():
+    for row in read_results(samples, missing_ok=True):
         verdicts = [v for step in row["steps"] for v in step["verdicts"]]
         correct = sum(v["status"] == "correct" for v in verdicts)
         if verdicts and correct / len(verdicts) <= threshold:

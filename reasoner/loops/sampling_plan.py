@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from reasoner.runner.run_folder import RunFolder
+from reasoner.runs import read_results
 
 PLAN_FILE = "sampling-plan.json"
 
@@ -50,7 +50,7 @@ def tally(folders: Sequence[Path]) -> dict[str, Tally]:
     """Samples and correct samples per problem id over run folders, in first-seen order."""
     counts: dict[str, Tally] = {}
     for folder in folders:
-        for row in RunFolder(folder).load_results():
+        for row in read_results(folder, missing_ok=True):
             verdicts = [v for step in row["steps"] for v in step["verdicts"]]
             entry = counts.setdefault(str(row["problem"]["id"]), Tally())
             entry.samples += len(verdicts)

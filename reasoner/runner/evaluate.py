@@ -38,6 +38,7 @@ from reasoner.runner.manifest import (
 from reasoner.runner.metrics import summarize
 from reasoner.runner.run_folder import RunFolder
 from reasoner.runner.shard import concatenate_jsonl, merge_configs, select_shard
+from reasoner.runs import read_results
 from reasoner.strategies import Budget, Strategy, StrategyConfig, load_strategy
 from reasoner.strategies.base import oracle_refusal
 from reasoner.types import (
@@ -302,7 +303,7 @@ def merge_shards(folders: Sequence[Path], out: Path) -> dict[str, Any]:
     if merged.path.exists() and any(merged.path.iterdir()):
         raise ConfigError(f"{out} already exists and is not empty")
     merged.prepare(plan.config.model_dump(mode="json"))
-    concatenate_jsonl([f / "results.jsonl" for f in folders], merged.results_path)
+    merged.write_results(row for f in folders for row in read_results(f, missing_ok=True))
     concatenate_jsonl([f / "sessions.jsonl" for f in folders], merged.sessions_path)
     manifests = [
         json.loads((f / "manifest.json").read_text())

@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from reasoner.errors import ReasonerError
+from reasoner.errors import ReasonerError, RunFolderError
 from reasoner.runner.metrics import breakdown, category_key, compute_tokens
+from reasoner.runs import read_results
 
 # Keys that never change results; named in a label only when nothing else tells runs apart.
 INCIDENTAL_KEYS = ("out", "progress")
@@ -55,7 +56,10 @@ def load_run(path: Path) -> Run:
         raise ReportError(f"{path}: not a run folder (no such directory)")
     summary = _read_json(path / "summary.json")
     config = _read_yaml(path / "config.yaml")
-    rows = _read_results(path / "results.jsonl")
+    try:
+        rows = read_results(path)
+    except RunFolderError as exc:
+        raise ReportError(str(exc)) from None
     return Run(path=path, config=config, summary=summary, rows=rows)
 
 
@@ -79,21 +83,6 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ReportError(f"{file}: expected a mapping, got {type(data).__name__}")
     return data
-
-
-def _read_results(file: Path) -> list[dict[str, Any]]:
-    """Like RunFolder.load_results, a torn last line (a run killed mid-write) is skipped, but
-    the file is left alone: a report must not change the run it reads."""
-    lines = _read_text(file).split("\n")
-    rows: list[dict[str, Any]] = []
-    for number, line in enumerate(lines[:-1], start=1):  # the last piece has no newline
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise ReportError(f"{file}: line {number} is not valid JSON ({exc})") from exc
-    return rows
 
 
 def _read_text(file: Path) -> str:

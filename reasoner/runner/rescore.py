@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from reasoner.errors import ConfigError, ReasonerError
 from reasoner.runner.benchmarks import load_benchmark
 from reasoner.runner.metrics import majority_cluster, summarize
 from reasoner.runner.run_folder import RunFolder
+from reasoner.runs import read_results
 from reasoner.strategies import load_strategy
 from reasoner.strategies.best_of_n import BestOfN
 from reasoner.strategies.execute_vote import ExecuteAndVote, answer_completion
@@ -146,7 +146,7 @@ def rescore_folder(folder: Path) -> Rescored:
     config = load_config(folder)
     method = rescore_method(config.strategy.name)
     run = RunFolder(folder)
-    rows = _read_rows(run.results_path)
+    rows = read_results(run.path)
     if not rows:
         raise ReasonerError(f"{run.results_path}: no finished problems to re-score")
     old_summary = json.loads(run.summary_path.read_text()) if run.summary_path.is_file() else {}
@@ -188,21 +188,6 @@ def rescore_folder(folder: Path) -> Rescored:
                 ):
                     result.new_errors.append(pid)
     return result
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """The finished rows, read without touching the file (RunFolder.load_results cuts a torn
-    last line off, which a dry run must not do)."""
-    rows = []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            if not raw.endswith(b"\n"):
-                break  # a line being written, or cut short by a kill
-            try:
-                rows.append(json.loads(raw))
-            except json.JSONDecodeError as exc:
-                raise ReasonerError(f"{path}:{number}: not a JSON row ({exc})") from None
-    return rows
 
 
 def rescore_row(
@@ -334,13 +319,8 @@ def write_rescored(result: Rescored) -> None:
     record_path = result.folder / RECORD
     history = json.loads(record_path.read_text()) if record_path.is_file() else []
     history.append(change_record(result))
-    tmp = run.results_path.with_name(run.results_path.name + ".rescore.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in result.rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(run.results_path)
+    run.load_results()  # as resume does: a cut-off tail goes to results.jsonl.torn, not lost
+    run.write_results(result.rows)
     run.write_summary(result.new_summary)
     _write_json(record_path, history)
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from reasoner.errors import ConfigError
+from reasoner.errors import ConfigError, RunFolderError
+from reasoner.runs import RESULTS_FILE, scan_results
 
 # Keys a resumed run may change without invalidating finished results.
 RESUMABLE_KEYS = {"limit", "out", "progress", "ray"}
@@ -29,7 +31,7 @@ class RunFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.config_path = self.path / "config.yaml"
-        self.results_path = self.path / "results.jsonl"
+        self.results_path = self.path / RESULTS_FILE
         self.summary_path = self.path / "summary.json"
         self.manifest_path = self.path / "manifest.json"
         self.sessions_path = self.path / "sessions.jsonl"
@@ -74,38 +76,21 @@ class RunFolder:
         _write_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False))
 
     def load_results(self) -> list[dict[str, Any]]:
-        """Finished rows. A torn last line (killed mid-write) is moved to results.jsonl.torn so
-        the next append starts on a fresh line; an unreadable line before the last is an error
-        naming it, and the file is left as it was."""
+        """Finished rows, for resume: the one reader that writes. A torn last line (killed
+        mid-write) is moved to results.jsonl.torn so the next append starts on a fresh line;
+        an unreadable line before the last is an error naming it, and the file is left as it
+        was. Commands that only read use `reasoner.runs.read_results`, which never writes."""
         if not self.results_path.is_file():
             return []
-        rows: list[dict[str, Any]] = []
-        good_bytes = 0
-        with open(self.results_path, "rb") as f:
-            lines = f.readlines()
-        for number, raw in enumerate(lines, start=1):
-            is_last = number == len(lines)
-            if not raw.strip():
-                good_bytes += len(raw)
-                continue
-            try:
-                if not raw.endswith(b"\n"):
-                    raise ValueError("the line has no end (cut short)")
-                row = json.loads(raw)
-                if not isinstance(row, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-                if is_last:
-                    self._set_aside_tail(good_bytes)
-                    break
-                raise ConfigError(
-                    f"{self.results_path}:{number}: unreadable result line ({exc}); the "
-                    f"{len(rows)} lines before it and {len(lines) - number} after it are "
-                    "finished work, so resume stops here: repair or delete that line, then re-run"
-                ) from None
-            rows.append(row)
-            good_bytes += len(raw)
-        return rows
+        try:
+            scan = scan_results(self.results_path)
+        except RunFolderError as exc:
+            raise ConfigError(
+                f"{exc}, so resume stops here: repair or delete that line, then re-run"
+            ) from None
+        if scan.torn:
+            self._set_aside_tail(scan.good_bytes)
+        return scan.rows
 
     def _set_aside_tail(self, keep_bytes: int) -> None:
         """Move everything after `keep_bytes` to results.jsonl.torn (appended): never deleted."""
@@ -124,6 +109,17 @@ class RunFolder:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+
+    def write_results(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Replace results.jsonl with `rows` at once (a merge, a rescore): written to a temporary
+        file, fsynced, then renamed over it, so a kill leaves the old file or the new one."""
+        tmp = self.results_path.with_name(self.results_path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.results_path)
 
     def append_session(self, session: dict[str, Any]) -> None:
         with open(self.sessions_path, "a", encoding="utf-8") as f:

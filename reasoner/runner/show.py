@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoner.errors import ReasonerError
+from reasoner.runs import read_results
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,24 +42,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_rows(folder: Path) -> list[dict[str, Any]]:
-    path = folder / "results.jsonl"
-    if not path.is_file():
-        raise ReasonerError(f"{path} does not exist: not a run folder, or no problem finished yet")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.endswith("\n"):
-                break  # a line still being written
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ReasonerError(f"{path}:{number}: not valid JSON ({exc})") from None
-    return rows
-
-
 def find_row(folder: Path, problem_id: str) -> dict[str, Any]:
-    rows = read_rows(folder)
+    rows = read_results(folder)
     for row in rows:
         if str(row["problem"]["id"]) == problem_id:
             return row

@@ -10,7 +10,8 @@ A repaired program is exported under the *first* prompt by default, so the model
 write the right program at once; `with_repair_context=True` keeps the repair chat (the failed
 attempt and the error) as the prompt instead. Duplicates (same prompt, same completion) are
 dropped. Rows are results-rows dicts (`Trace.to_dict()`, one line of a run's results.jsonl) or
-Traces.
+Traces. Run folders are exported by `reasoner.training.data` (what `reasoner train` and the
+loops read), which takes its tactic records from `proof_path` here.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _messages(step: dict[str, Any]) -> list[dict[str, str]] | None:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def _proof_path(row: dict[str, Any]) -> list[dict[str, Any]]:
+def proof_path(row: dict[str, Any]) -> list[dict[str, Any]]:
     """The nodes from the root to the accepted proof, for a best-first row."""
     tree = row.get("tree") or []
     proved = [n for n in tree if n.get("status") == "proved"]
@@ -46,7 +47,7 @@ def _proof_path(row: dict[str, Any]) -> list[dict[str, Any]]:
     return path[::-1]
 
 
-def _is_tactic_tree(row: dict[str, Any]) -> bool:
+def is_tactic_tree(row: dict[str, Any]) -> bool:
     return any("tactic" in node for node in row.get("tree") or [])
 
 
@@ -69,8 +70,8 @@ def sft_records(
         steps = row.get("steps") or []
         if not steps:
             continue
-        if _is_tactic_tree(row):
-            for node in _proof_path(row):
+        if is_tactic_tree(row):
+            for node in proof_path(row):
                 step = steps[node["step"]]
                 add(_messages(step), node["tactic"])
             continue
@@ -81,18 +82,6 @@ def sft_records(
                 if verdict["status"] == "correct":
                     add(prompt, completion["text"])
     return records
-
-
-def sft_records_from_run(run_dir: str | Path, **kwargs: Any) -> list[SFTRecord]:
-    """The records of a run folder's results.jsonl (a line cut short by a kill is skipped)."""
-    rows = []
-    path = Path(run_dir) / "results.jsonl"
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return sft_records(rows, **kwargs)
 
 
 def write_jsonl(records: Iterable[SFTRecord], path: str | Path) -> int:

@@ -28,6 +28,8 @@ from reasoner.errors import ConfigError, DatasetError
 from reasoner.prompts import load_prompt
 from reasoner.runner.datasets import load_dataset, load_manifest
 from reasoner.runner.heldout import question_hash, require_disjoint, write_question_hashes
+from reasoner.runs import read_results
+from reasoner.strategies.sft_export import is_tactic_tree, proof_path
 from reasoner.training.config import DataSettings
 from reasoner.types import Completion, Problem
 from reasoner.verifiers.base import Verifier
@@ -64,24 +66,6 @@ class Candidate:
         return json.dumps(self.prompt, sort_keys=True)
 
 
-def read_run_rows(folder: str | Path) -> list[dict[str, Any]]:
-    """A run's results.jsonl rows. A torn last line (a run killed mid-write) is skipped but the
-    file is left alone: building a dataset must not change the run it reads."""
-    path = Path(folder) / "results.jsonl"
-    if not path.is_file():
-        raise DatasetError(f"{folder}: not a run folder (no results.jsonl)")
-    rows = []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for number, line in enumerate(lines[:-1], start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}:{number}: not valid JSON ({exc})") from None
-    return rows
-
-
 def _request_prompt(request: dict[str, Any], where: str) -> list[Message] | str:
     if request.get("messages") is not None:
         return [{"role": m["role"], "content": m["content"]} for m in request["messages"]]
@@ -95,17 +79,24 @@ def run_candidates(
 ) -> list[Candidate]:
     """Every completion of every step. With `verifier`, completions are checked again against
     the gold answer (for strategies whose step verdicts come from a scorer, not the verifier);
-    otherwise the verdicts recorded in the run are used."""
+    otherwise the verdicts recorded in the run are used. A proof search's row (a tree of
+    tactics) gives the tactics on its accepted proof, each under the prompt of its state."""
     candidates: list[Candidate] = []
+    tactics: list[Candidate] = []  # verified by the proof check, not against a gold answer
     unverified = 0
     for folder in run_folders:
-        for number, row in enumerate(read_run_rows(folder), start=1):
+        for number, row in enumerate(read_results(folder), start=1):
             where = f"{folder}/results.jsonl:{number}"
             try:
                 problem = Problem(**row["problem"])
                 steps = row["steps"]
             except (KeyError, TypeError) as exc:
                 raise DatasetError(f"{where}: not a Trace row ({exc})") from None
+            if is_tactic_tree(row):  # a proof search: the tactics on the path Lean accepted
+                for node in proof_path(row):
+                    prompt = _request_prompt(steps[node["step"]]["request"], where)
+                    tactics.append(Candidate(problem, prompt, node["tactic"], "stop", "correct"))
+                continue
             for step in steps:
                 prompt = _request_prompt(step["request"], where)
                 completions = step["completions"]
@@ -138,7 +129,7 @@ def run_candidates(
             "verifier to check them against the gold answers",
             unverified,
         )
-    return candidates
+    return candidates + tactics
 
 
 def _one_format(candidates: Sequence[Candidate]) -> None:
