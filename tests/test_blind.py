@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from reasoner.cli import main
 from reasoner.config import EvalConfig, build_config
 from reasoner.errors import ConfigError
+from reasoner.models.base import Generator
 from reasoner.prompts import load_prompt
 from reasoner.runner.datasets import DatasetManifest, load_dataset, load_manifest
 from reasoner.runner.evaluate import plan_eval
@@ -156,7 +157,7 @@ class RecordingChecker(Verifier):
         return Verdict("correct", 1.0, "ok")
 
 
-class FixedGenerator:
+class FixedGenerator(Generator):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         return [[_label("True")] * r.sampling.n for r in requests]
 

@@ -303,10 +303,7 @@ def run_iterate(config: IterateConfig, generator: Generator | None = None) -> li
         )
     owns_generator = generator is None
     if generator is None:
-        model = config.model
-        if not model.enable_lora:
-            model = model.model_copy(update={"enable_lora": True})
-        generator, _ = load_generator(model)
+        generator, _ = load_generator(config.model.with_adapter_support(later=True))
     summaries = []
     try:
         adapter: str | None = None

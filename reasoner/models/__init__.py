@@ -39,8 +39,7 @@ def resolve_backend(config: ModelConfig) -> str:
 def load_generator(config: ModelConfig) -> tuple[Generator, ResolvedModel | None]:
     """The generator and, for local backends, the resolved weights (for the run manifest)."""
     backend = resolve_backend(config)
-    if config.adapter is not None and not config.enable_lora:
-        config = config.model_copy(update={"enable_lora": True})
+    config = config.with_adapter_support()
     if backend == "openai":
         from reasoner.models.openai_server import OpenAIServerGenerator
 

@@ -21,19 +21,20 @@ class AdapterGenerator(Generator):
         self.description = f"{inner.description}+adapter:{adapter}"
         self.dtype_choice = inner.dtype_choice
 
-    def _with_adapter(self, requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:
+    def with_adapter(self, requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:
+        """`requests` with this adapter on each that names none of its own."""
         return [
             r if r.adapter is not None else dataclasses.replace(r, adapter=self.adapter)
             for r in requests
         ]
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
-        return self.inner.generate(self._with_adapter(requests))
+        return self.inner.generate(self.with_adapter(requests))
 
     def generate_stream(
         self, requests: Sequence[GenerationRequest]
     ) -> Iterator[tuple[int, list[Completion]]]:
-        yield from self.inner.generate_stream(self._with_adapter(requests))
+        yield from self.inner.generate_stream(self.with_adapter(requests))
 
     def prompt_overflow(self, request: GenerationRequest) -> str | None:
         return self.inner.prompt_overflow(request)

@@ -8,7 +8,6 @@ to disk while the rest of the batch is still decoding.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -17,20 +16,30 @@ from reasoner.models.dtype import DtypeChoice
 from reasoner.types import ChatMessage, Completion, GenerationRequest
 
 
-class Generator(ABC):
+class Generator:
     #: a short identifier for run manifests, e.g. "vllm:/path/to/model"
     description: str = ""
     #: the weight dtype a local backend resolved (`dtype: auto`) and why; None for a server
     dtype_choice: DtypeChoice | None = None
 
-    @abstractmethod
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.generate is Generator.generate and cls.generate_stream is Generator.generate_stream:
+            raise TypeError(f"{cls.__name__} must implement generate or generate_stream")
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
-        """One list of `request.sampling.n` completions per request, in request order."""
+        """One list of `request.sampling.n` completions per request, in request order; by
+        default collected from `generate_stream` (a backend implements one of the two)."""
+        results: list[list[Completion]] = [[] for _ in requests]
+        for index, completions in self.generate_stream(requests):
+            results[index] = completions
+        return results
 
     def generate_stream(
         self, requests: Sequence[GenerationRequest]
     ) -> Iterator[tuple[int, list[Completion]]]:
-        """(request index, completions) pairs in completion order; one engine call in all."""
+        """(request index, completions) pairs in completion order; one engine call in all. By
+        default all at once, when `generate` returns."""
         yield from enumerate(self.generate(requests))
 
     def prompt_overflow(self, request: GenerationRequest) -> str | None:
@@ -47,7 +56,7 @@ class Generator(ABC):
             "step-level search needs the vllm or transformers backend (or a local model name)"
         )
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Free the engine (GPU memory, server connections)."""
 
     def __enter__(self) -> Generator:

@@ -25,11 +25,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reasoner.errors import ReasonerError
 from reasoner.models.base import Generator
 from reasoner.types import Completion, GenerationRequest
+
+if TYPE_CHECKING:
+    from reasoner.models.adapter import AdapterGenerator
+    from reasoner.models.vllm_engine import VLLMGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -164,12 +168,6 @@ class BatchingGenerator(Generator):
                 # the consumer stopped early: free the engine of what is left
                 call.cancelled = True
                 self._inbox.put(("abort", call))
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
-        results: list[list[Completion]] = [[] for _ in requests]
-        for index, completions in self.generate_stream(requests):
-            results[index] = completions
-        return results
 
     def prompt_overflow(self, request: GenerationRequest) -> str | None:
         return self.inner.prompt_overflow(request)
@@ -313,7 +311,7 @@ class VLLMStepper:
     VLLMGenerator's request conversion so both paths send the engine the same requests; an
     AdapterGenerator around the engine still puts its adapter on every request."""
 
-    def __init__(self, generator: Any, adapter: Any = None) -> None:
+    def __init__(self, generator: VLLMGenerator, adapter: AdapterGenerator | None = None) -> None:
         self.generator = generator
         self.adapter = adapter
         self.engine = generator.llm.llm_engine
@@ -330,12 +328,12 @@ class VLLMStepper:
     def enqueue(self, requests: Sequence[GenerationRequest]) -> list[tuple[str, str]]:
         """(external id, internal id) per request; outputs carry the external one."""
         if self.adapter is not None:
-            requests = self.adapter._with_adapter(requests)
+            requests = self.adapter.with_adapter(requests)
         g = self.generator
         internal = g.llm.enqueue(
-            [g._prompt(r) for r in requests],
-            [g._sampling(r) for r in requests],
-            lora_request=[g._lora(r.adapter) for r in requests],
+            [g.prompt_input(r) for r in requests],
+            [g.sampling_params(r) for r in requests],
+            lora_request=[g.lora_request(r.adapter) for r in requests],
             use_tqdm=False,
         )
         return [(rid.rsplit("-", 1)[0], rid) for rid in internal]

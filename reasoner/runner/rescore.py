@@ -45,8 +45,9 @@ from reasoner.strategies import load_strategy
 from reasoner.strategies.best_of_n import BestOfN
 from reasoner.strategies.execute_vote import ExecuteAndVote, answer_completion
 from reasoner.strategies.program_aided import ProgramAided
-from reasoner.strategies.sampling import SelfConsistency, cluster_answers
+from reasoner.strategies.sampling import SelfConsistency
 from reasoner.strategies.self_refine import SelfRefine
+from reasoner.strategies.voting import cluster_answers
 from reasoner.types import Completion, Problem, Verdict
 from reasoner.verifiers import Verifier
 from reasoner.verifiers import load as load_verifier

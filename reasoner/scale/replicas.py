@@ -79,10 +79,7 @@ class EngineReplica:
             os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.model.kv_cache_gb or 4)
             info["cores"] = os.environ["VLLM_CPU_OMP_THREADS_BIND"]
-        model = self.model
-        if model.adapter is not None and not model.enable_lora:
-            # the run puts model.adapter on every request (as load_generator allows for)
-            model = model.model_copy(update={"enable_lora": True})
+        model = self.model.with_adapter_support()
         resolved = resolve_model(model.name)
         engine = VLLMGenerator(resolved.path, model)
         self.generator = BatchingGenerator(engine, owns_inner=True)
@@ -225,12 +222,6 @@ class RayGeneratorPool(Generator):
             for stream in pending:  # a consumer that stopped early: stop the replicas too
                 with contextlib.suppress(Exception):
                     ray.cancel(stream)
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
-        results: list[list[Completion]] = [[] for _ in requests]
-        for index, completions in self.generate_stream(requests):
-            results[index] = completions
-        return results
 
     def close(self) -> None:
         self._shutdown(import_ray())

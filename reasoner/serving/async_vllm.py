@@ -26,36 +26,17 @@ from reasoner.models.config import ModelConfig
 from reasoner.models.context import context_overflow
 from reasoner.models.dtype import resolve_dtype
 from reasoner.models.vllm_engine import (
+    LoraRequests,
     configure_cpu_environment,
     cuda_available,
+    engine_kwargs,
     engine_processes,
     hide_broken_torchvision,
+    prompt_input,
+    sampling_params,
     to_completions,
 )
 from reasoner.types import Completion, GenerationRequest
-
-
-def engine_kwargs(model_path: str, config: ModelConfig, on_cpu: bool) -> dict[str, Any]:
-    """vLLM engine arguments, as reasoner's `vllm.LLM` backend sets them (the two engines must
-    run the same model the same way)."""
-    kwargs: dict[str, Any] = dict(
-        model=model_path,
-        dtype=resolve_dtype(config.dtype).dtype,
-        max_model_len=config.max_model_len,
-        seed=config.seed,
-        enable_prefix_caching=config.enable_prefix_caching,
-        enforce_eager=on_cpu if config.enforce_eager is None else config.enforce_eager,
-        tensor_parallel_size=config.tensor_parallel_size,
-        enable_lora=config.enable_lora or config.adapter is not None,
-    )
-    if kwargs["enable_lora"]:
-        kwargs["max_lora_rank"] = config.max_lora_rank
-    if on_cpu:
-        kwargs["enable_chunked_prefill"] = False
-        kwargs["max_num_batched_tokens"] = max(config.max_model_len, 2048)
-    else:
-        kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
-    return kwargs
 
 
 class AsyncVLLMGenerator(Generator):
@@ -78,13 +59,14 @@ class AsyncVLLMGenerator(Generator):
             from vllm.engine.arg_utils import AsyncEngineArgs
         except ImportError as exc:
             raise ModelError(f"the vLLM backend needs vLLM ({exc})") from None
-        self._adapters: dict[str, int] = {}
+        self._lora = LoraRequests(config)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="reasoner-async-engine", daemon=True
         )
         self._thread.start()
-        args = AsyncEngineArgs(**engine_kwargs(model_path, config, self.on_cpu))
+        dtype = resolve_dtype(config.dtype).dtype
+        args = AsyncEngineArgs(**engine_kwargs(model_path, config, self.on_cpu, dtype))
         try:
             self.engine = self._call(self._create(args))
         except BaseException:
@@ -101,47 +83,6 @@ class AsyncVLLMGenerator(Generator):
 
     def _call(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    # -- request conversion ---------------------------------------------------------------
-    def _prompt(self, request: GenerationRequest) -> Any:
-        from vllm.inputs import TokensPrompt
-
-        if request.messages is None:
-            return request.prompt
-        ids: Any = self.tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in request.messages],
-            add_generation_prompt=True,
-            tokenize=True,
-        )
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return TokensPrompt(prompt_token_ids=list(ids))
-
-    @staticmethod
-    def _sampling(request: GenerationRequest) -> Any:
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
-        s = request.sampling
-        return SamplingParams(
-            n=s.n,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            max_tokens=s.max_tokens,
-            stop=list(s.stop) or None,
-            seed=s.seed,
-            logprobs=s.logprobs,
-            output_kind=RequestOutputKind.FINAL_ONLY,  # no partial outputs to detokenize
-        )
-
-    def _lora(self, adapter: str | None) -> Any:
-        adapter = adapter or self.config.adapter
-        if adapter is None:
-            return None
-        from vllm.lora.request import LoRARequest
-
-        lora_id = self._adapters.setdefault(adapter, len(self._adapters) + 1)
-        return LoRARequest(os.path.basename(adapter.rstrip("/")) or "adapter", lora_id, adapter)
 
     # -- generation -----------------------------------------------------------------------
     def generate_stream(
@@ -197,23 +138,19 @@ class AsyncVLLMGenerator(Generator):
     async def _one(
         self, index: int, request: GenerationRequest, results: queue.SimpleQueue[Any]
     ) -> None:
+        from vllm.sampling_params import RequestOutputKind
+
         final = None
         async for output in self.engine.generate(
-            self._prompt(request),
-            self._sampling(request),
+            prompt_input(self.tokenizer, request),
+            sampling_params(request, output_kind=RequestOutputKind.FINAL_ONLY),  # no partials
             uuid.uuid4().hex,
-            lora_request=self._lora(request.adapter),
+            lora_request=self._lora(request.adapter or self.config.adapter),
         ):
             final = output
         if final is None:  # pragma: no cover - FINAL_ONLY always yields the finished output
             raise ModelError("the engine finished a request without output")
         results.put((index, to_completions(final)))
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
-        results: list[list[Completion]] = [[] for _ in requests]
-        for index, completions in self.generate_stream(requests):
-            results[index] = completions
-        return results
 
     def prompt_overflow(self, request: GenerationRequest) -> str | None:
         return context_overflow(self.tokenizer, request, self.config.max_model_len)

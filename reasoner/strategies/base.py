@@ -68,7 +68,7 @@ def parse_options(model: type[OptionsT], options: Mapping[str, Any], strategy: s
         for error in exc.errors():
             where = "strategy.options." + ".".join(str(p) for p in error["loc"])
             if error["type"] == "extra_forbidden":
-                valid = ", ".join(sorted(model.model_fields))
+                valid = ", ".join(sorted(model.model_fields)) or "none (it takes no options)"
                 problems.append(f"unknown key {where!r} for {strategy}; valid keys: {valid}")
             else:
                 problems.append(f"{where}: {error['msg']}")

@@ -13,28 +13,16 @@ an LLM judge is itself an engine call and cannot run while the engine streams th
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasoner.errors import ConfigError
-from reasoner.models.base import Generator
-from reasoner.strategies.base import (
-    Strategy,
-    StrategyConfig,
-    TraceCallback,
-    charge,
-    charge_scorer,
-    checker_view,
-    parse_options,
-    problem_seed,
-    require_blind,
-)
-from reasoner.strategies.sampling import cluster_answers
+from reasoner.strategies.base import StrategyConfig, require_blind
+from reasoner.strategies.n_sample import NSampleStrategy, Pick
 from reasoner.strategies.voting import majority_cluster
-from reasoner.types import Completion, GenerationRequest, Problem, Step, Trace, Usage, Verdict
+from reasoner.types import Completion, Problem, Verdict
 from reasoner.verifiers.base import Verifier
 
 Select = Literal["max", "weighted-majority"]
@@ -98,100 +86,33 @@ def pick(
     return 0, "first (no scores, no answers)"
 
 
-class BestOfN(Strategy):
+class BestOfN(NSampleStrategy[Options]):
     name: ClassVar[str] = "best-of-n"
     default_temperature: ClassVar[float] = 0.7
     needs_scorer: ClassVar[bool] = True
+    options_model = Options
+    one_call_checks: ClassVar[bool] = True
+    grade_after_generation: ClassVar[bool] = True
 
-    def validate(self, config: StrategyConfig) -> None:
-        self.options(config)
-
-    def options(self, config: StrategyConfig) -> Options:
-        if config.n < 1:
-            raise ConfigError(f"strategy.n must be at least 1, got {config.n}")
-        if config.n > 1 and config.sampling.temperature == 0:
-            raise ConfigError(
-                f"best-of-n with strategy.n={config.n} at sampling.temperature=0 draws "
-                "n identical samples; set sampling.temperature above 0"
-            )
-        if config.budget.tokens is not None:
-            raise ConfigError(
-                "best-of-n makes one engine call per problem, so strategy.budget_tokens "
-                "cannot bind; size it with strategy.n and sampling.max_tokens instead"
-            )
-        if config.budget.calls is not None and config.budget.calls < 1:
-            raise ConfigError("best-of-n needs one engine call: strategy.budget_calls >= 1")
-        return parse_options(Options, config.options, self.name)
-
-    def run(
-        self,
-        problems: Sequence[Problem],
-        generator: Generator,
-        verifier: Verifier,
-        config: StrategyConfig,
-        on_trace: TraceCallback | None = None,
-    ) -> list[Trace]:
-        options = self.options(config)
-        scorer = config.scorer
-        if scorer is None:
+    def prepare(self, verifier: Verifier, config: StrategyConfig) -> None:
+        if config.scorer is None:
             raise ConfigError("best-of-n needs strategy.scorer (e.g. strategy.scorer.name=judge)")
-        require_blind(scorer, config, "the best-of-n scorer")
-        started = time.perf_counter()
-        requests = [
-            GenerationRequest(
-                messages=config.prompt.render(problem),
-                sampling=dataclasses.replace(
-                    config.sampling, n=config.n, seed=problem_seed(config.seed, problem.id)
-                ),
-            )
-            for problem in problems
-        ]
-        outputs = generator.generate(requests) if requests else []
-        traces: list[Trace] = []
-        size = options.scorer_batch or max(1, len(problems))
-        for start in range(0, len(problems), size):
-            chunk = range(start, min(start + size, len(problems)))
-            pairs = [(problems[i], c) for i in chunk for c in outputs[i]]
-            verdicts = iter(verifier.verify_batch(pairs))
-            scores = iter(scorer.verify_batch([(checker_view(p, config), c) for p, c in pairs]))
-            for i in chunk:
-                k = len(outputs[i])
-                trace = self._trace(
-                    problems[i],
-                    requests[i],
-                    outputs[i],
-                    [next(verdicts) for _ in range(k)],
-                    [next(scores) for _ in range(k)],
-                    verifier,
-                    options.select,
-                    started,
-                )
-                traces.append(trace)
-                if on_trace is not None:
-                    on_trace(trace)
-        return traces
+        require_blind(config.scorer, config, "the best-of-n scorer")
 
-    @staticmethod
-    def _trace(
+    def scorer_batch(self, options: Options) -> int | None:
+        return options.scorer_batch
+
+    def pick(
+        self,
         problem: Problem,
-        request: GenerationRequest,
         completions: list[Completion],
         verdicts: list[Verdict],
         scored: list[Verdict],
-        verifier: Verifier,
-        select: Select,
-        started: float,
-    ) -> Trace:
-        clusters = cluster_answers(verifier, problem, verdicts)
+        clusters: list[int],
+        options: Options,
+    ) -> Pick:
         scores = [scorer_score(v) for v in scored]
-        usage = Usage(engine_calls=1, verifier_calls=2 * len(completions))
-        charge(usage, completions)
-        charge_scorer(usage, scored)
-        if not completions:  # nothing came back: the problem has no answer to pick
-            empty = Verdict("incorrect", 0.0, "the engine returned no samples")
-            usage.wall_time_s = time.perf_counter() - started
-            return Trace(problem, [Step(request, [], [])], None, empty, usage)
-        chosen, how = pick(select, scores, clusters)
+        chosen, how = pick(options.select, scores, clusters)
         weights = cluster_weights(scores, clusters)
         tree: list[dict[str, Any]] = [
             {
@@ -217,13 +138,4 @@ class BestOfN(Strategy):
                 "scorer_errors": sum(s is None for s in scores),
             },
         )
-        usage.wall_time_s = time.perf_counter() - started
-        return Trace(
-            problem=problem,
-            steps=[Step(request, completions, verdicts)],
-            prediction=verdict.answer,
-            verdict=verdict,
-            usage=usage,
-            clusters=clusters,
-            tree=tree,
-        )
+        return Pick(verdict, verdict.answer, tree)

@@ -50,7 +50,8 @@ from reasoner.strategies.base import (
     parse_options,
     problem_seed,
 )
-from reasoner.strategies.sampling import cluster_answers
+from reasoner.strategies.n_sample import require_samples
+from reasoner.strategies.voting import cluster_answers
 from reasoner.types import (
     ChatMessage,
     Completion,
@@ -182,10 +183,7 @@ class ExecuteAndVote(Strategy):
         return [load_prompt(options.prompt), load_prompt(options.refine_prompt)]
 
     def validate(self, config: StrategyConfig) -> None:
-        from reasoner.errors import ConfigError
-
-        if config.n < 1:
-            raise ConfigError(f"strategy.n (programs per problem) must be >= 1, got {config.n}")
+        require_samples(config)
         self.check_ready(self.options(config))
 
     def run(

@@ -12,7 +12,6 @@ details; a sandbox that cannot start is the verifier's failure (`error`).
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -20,19 +19,11 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasoner.errors import ConfigError
-from reasoner.models.base import Generator
 from reasoner.prompts import PromptTemplate, load_prompt
-from reasoner.strategies.base import (
-    Strategy,
-    StrategyConfig,
-    TraceCallback,
-    charge,
-    parse_options,
-    problem_seed,
-)
-from reasoner.strategies.sampling import cluster_answers
-from reasoner.strategies.voting import majority_cluster
-from reasoner.types import Completion, GenerationRequest, Problem, Step, Trace, Usage, Verdict
+from reasoner.strategies.base import StrategyConfig, parse_options
+from reasoner.strategies.n_sample import NSampleStrategy, Part, Pick
+from reasoner.strategies.sampling import majority_pick
+from reasoner.types import Completion, Problem, Step, Verdict
 from reasoner.verifiers.base import Verifier
 from reasoner.verifiers.code_exec import ProgramAidedMathVerifier, extract_program
 from reasoner.verifiers.sandbox import SandboxLimits, SandboxResult, default_limits, run_in_sandbox
@@ -116,132 +107,61 @@ def grade_runs(verifier: Verifier, problem: Problem, runs: Sequence[ProgramRun])
     return verdicts
 
 
-class ProgramAided(Strategy):
+class ProgramAided(NSampleStrategy[Options]):
     name: ClassVar[str] = "program-aided"
     default_temperature: ClassVar[float] = 0.0
+    options_model = Options
+    one_call_checks: ClassVar[bool] = True
 
-    def validate(self, config: StrategyConfig) -> None:
-        self.options(config)
-
-    def options(self, config: StrategyConfig) -> Options:
-        if config.n < 1:
-            raise ConfigError(f"strategy.n must be at least 1, got {config.n}")
-        if config.n > 1 and config.sampling.temperature == 0:
-            raise ConfigError(
-                f"program-aided with strategy.n={config.n} at sampling.temperature=0 draws "
-                "n identical programs; set sampling.temperature above 0"
-            )
-        if config.budget.tokens is not None:
-            raise ConfigError(
-                "program-aided makes one engine call per problem, so strategy.budget_tokens "
-                "cannot bind; size it with strategy.n and sampling.max_tokens instead"
-            )
-        if config.budget.calls is not None and config.budget.calls < 1:
-            raise ConfigError("program-aided needs one engine call: strategy.budget_calls >= 1")
-        options = parse_options(Options, config.options, self.name)
-        self.prompt(options)
-        self.cot_prompt(options)
-        return options
+    def check(self, config: StrategyConfig, options: Options) -> None:
+        self.parts(config, options)  # the named prompts exist
 
     def prompts(self, config: StrategyConfig) -> list[PromptTemplate]:
         options = parse_options(Options, config.options, self.name)
-        cot = self.cot_prompt(options)
-        return [self.prompt(options), *([cot] if cot is not None else [])]
+        return [part.prompt for part in self.parts(config, options)]
 
-    @staticmethod
-    def prompt(options: Options) -> PromptTemplate:
-        try:
-            return load_prompt(options.prompt)
-        except ConfigError as exc:
-            raise ConfigError(f"strategy.options.prompt: {exc}") from None
+    def parts(self, config: StrategyConfig, options: Options) -> list[Part]:
+        """The programs, then any chain-of-thought samples voted beside them."""
+        parts = [Part(_load(options.prompt, "prompt"), config.n)]
+        if options.cot_n > 0:
+            parts.append(Part(_load(options.cot_prompt, "cot_prompt"), options.cot_n))
+        return parts
 
-    @staticmethod
-    def cot_prompt(options: Options) -> PromptTemplate | None:
-        if options.cot_n == 0:
-            return None
-        try:
-            return load_prompt(options.cot_prompt)
-        except ConfigError as exc:
-            raise ConfigError(f"strategy.options.cot_prompt: {exc}") from None
-
-    def run(
-        self,
-        problems: Sequence[Problem],
-        generator: Generator,
-        verifier: Verifier,
-        config: StrategyConfig,
-        on_trace: TraceCallback | None = None,
-    ) -> list[Trace]:
-        options = self.options(config)
+    def prepare(self, verifier: Verifier, config: StrategyConfig) -> None:
         if isinstance(verifier, ProgramAidedMathVerifier):
             raise ConfigError(
                 "program-aided runs the programs itself and checks what they print: use the "
                 "`math` verifier, not `python-math` (which would run the printed answer as code)"
             )
+
+    def verify(
+        self, drawn: Sequence[tuple[Problem, list[Step]]], verifier: Verifier, options: Options
+    ) -> None:
+        """Part 0's programs are run and their printed lines graded; CoT samples as usual."""
         limits = default_limits()
         if options.wall_seconds is not None:
             limits = dataclasses.replace(limits, wall_seconds=options.wall_seconds)
-        parts = [(self.prompt(options), config.n)]
-        cot = self.cot_prompt(options)
-        if cot is not None:
-            parts.append((cot, options.cot_n))
-        # one engine call: request part * len(problems) + i is problem i's share of that part
-        requests = [
-            GenerationRequest(
-                messages=template.render(problem),
-                sampling=dataclasses.replace(
-                    config.sampling, n=n, seed=problem_seed(config.seed, problem.id) + part
-                ),
-            )
-            for part, (template, n) in enumerate(parts)
-            for problem in problems
-        ]
-        started = time.perf_counter()
-        steps: list[dict[int, Step]] = [{} for _ in problems]
-        traces: list[Trace | None] = [None] * len(problems)
-        with ThreadPoolExecutor(max_workers=options.workers) as pool:
-            for index, completions in generator.generate_stream(requests):
-                part, position = divmod(index, len(problems))
-                problem = problems[position]
-                if part == 0:
-                    runs = list(pool.map(lambda c: run_program(c.text, limits), completions))
-                    verdicts = grade_runs(verifier, problem, runs)
-                else:
-                    verdicts = verifier.verify_batch([(problem, c) for c in completions])
-                steps[position][part] = Step(requests[index], completions, verdicts)
-                if len(steps[position]) < len(parts):
-                    continue
-                trace = self._trace(
-                    problem, [steps[position][p] for p in range(len(parts))], verifier, started
-                )
-                traces[position] = trace
-                if on_trace is not None:
-                    on_trace(trace)
-        return [t for t in traces if t is not None]
+        for problem, (programs, *cot) in drawn:
+            with ThreadPoolExecutor(max_workers=options.workers) as pool:
+                runs = list(pool.map(lambda c: run_program(c.text, limits), programs.completions))
+            programs.verdicts[:] = grade_runs(verifier, problem, runs)
+            super().verify([(problem, cot)], verifier, options)
 
-    @staticmethod
-    def _trace(problem: Problem, steps: list[Step], verifier: Verifier, started: float) -> Trace:
+    def pick(
+        self,
+        problem: Problem,
+        completions: list[Completion],
+        verdicts: list[Verdict],
+        scored: list[Verdict],
+        clusters: list[int],
+        options: Options,
+    ) -> Pick:
         """The vote over every part's answers: the programs' printed lines, then any CoT's."""
-        completions = [c for step in steps for c in step.completions]
-        verdicts = [v for step in steps for v in step.verdicts]
-        clusters = cluster_answers(verifier, problem, verdicts)
-        winner = majority_cluster(clusters, len(clusters))
-        if winner is not None:
-            chosen = verdicts[clusters.index(winner)]
-        elif verdicts:  # no program printed an answer: the first sample stands for the problem
-            chosen = verdicts[0]
-        else:
-            chosen = Verdict("incorrect", 0.0, "the engine returned no samples")
-        # one check per sample, as the python-math verifier counts a run plus its answer check
-        usage = Usage(engine_calls=1, verifier_calls=len(completions))
-        for step in steps:  # each part's prompt is counted once
-            charge(usage, step.completions)
-        usage.wall_time_s = time.perf_counter() - started
-        return Trace(
-            problem=problem,
-            steps=steps,
-            prediction=chosen.answer,
-            verdict=chosen,
-            usage=usage,
-            clusters=clusters,
-        )
+        return majority_pick(verdicts, clusters)
+
+
+def _load(name: str, key: str) -> PromptTemplate:
+    try:
+        return load_prompt(name)
+    except ConfigError as exc:
+        raise ConfigError(f"strategy.options.{key}: {exc}") from None

@@ -46,7 +46,7 @@ from reasoner.strategies.base import (
     problem_seed,
     require_blind,
 )
-from reasoner.strategies.sampling import cluster_answers
+from reasoner.strategies.voting import cluster_answers
 from reasoner.types import (
     ChatMessage,
     Completion,

@@ -25,8 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reasoner.models.base import Generator
 from reasoner.strategies.base import StrategyConfig, blind, charge, charge_scorer, problem_seed
-from reasoner.strategies.sampling import cluster_answers
-from reasoner.strategies.voting import majority_cluster
+from reasoner.strategies.voting import cluster_answers, majority_cluster
 from reasoner.types import (
     Completion,
     FinishReason,

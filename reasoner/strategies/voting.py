@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from reasoner.types import Problem, Verdict
+from reasoner.verifiers.base import Verifier
+
 
 def majority_cluster(clusters: Sequence[int], k: int) -> int | None:
     """The most common answer class among the first k samples (-1 = no answer, never voted);
@@ -15,3 +18,23 @@ def majority_cluster(clusters: Sequence[int], k: int) -> int | None:
     counts = Counter(votes)
     best = max(counts.values())
     return next(c for c in votes if counts[c] == best)
+
+
+def cluster_answers(verifier: Verifier, problem: Problem, verdicts: Sequence[Verdict]) -> list[int]:
+    """The answer-equivalence class of each sample (-1 where no answer was found), found by
+    comparing each answer with one representative of every class seen so far."""
+    representatives: list[str] = []
+    clusters: list[int] = []
+    for verdict in verdicts:
+        answer = verdict.answer
+        if answer is None:
+            clusters.append(-1)
+            continue
+        for index, representative in enumerate(representatives):
+            if answer == representative or verifier.equivalent(problem, answer, representative):
+                clusters.append(index)
+                break
+        else:
+            representatives.append(answer)
+            clusters.append(len(representatives) - 1)
+    return clusters

@@ -10,68 +10,27 @@ problem verified as soon as its samples are done.
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from collections.abc import Sequence
 from typing import ClassVar
 
-from reasoner.errors import ConfigError
-from reasoner.models.base import Generator
-from reasoner.strategies.base import Strategy, StrategyConfig, TraceCallback, charge, problem_seed
-from reasoner.strategies.sampling import cluster_answers
-from reasoner.types import GenerationRequest, Problem, Step, Trace, Usage
-from reasoner.verifiers.base import Verifier
+from reasoner.strategies.n_sample import NoOptions, NSampleStrategy, Pick
+from reasoner.types import Completion, Problem, Verdict
 
 
-class LeanWholeProof(Strategy):
+class LeanWholeProof(NSampleStrategy[NoOptions]):
     name: ClassVar[str] = "lean-whole-proof"
     default_temperature: ClassVar[float] = 0.7
+    options_model = NoOptions
 
-    def validate(self, config: StrategyConfig) -> None:
-        if config.n < 1:
-            raise ConfigError(f"strategy.n (proofs per problem) must be >= 1, got {config.n}")
-        if config.options:
-            raise ConfigError(
-                f"lean-whole-proof takes no strategy.options (got {', '.join(config.options)})"
-            )
-
-    def run(
+    def pick(
         self,
-        problems: Sequence[Problem],
-        generator: Generator,
-        verifier: Verifier,
-        config: StrategyConfig,
-        on_trace: TraceCallback | None = None,
-    ) -> list[Trace]:
-        self.validate(config)
-        requests = [
-            GenerationRequest(
-                messages=config.prompt.render(problem),
-                sampling=dataclasses.replace(
-                    config.sampling, n=config.n, seed=problem_seed(config.seed, problem.id)
-                ),
-            )
-            for problem in problems
-        ]
-        started = time.perf_counter()
-        traces: list[Trace | None] = [None] * len(problems)
-        for index, completions in generator.generate_stream(requests):
-            problem = problems[index]
-            verdicts = verifier.verify_batch([(problem, c) for c in completions])
-            accepted = next((i for i, v in enumerate(verdicts) if v.is_correct), None)
-            chosen = 0 if accepted is None else accepted
-            usage = Usage(engine_calls=1, verifier_calls=len(completions))
-            charge(usage, completions)
-            usage.wall_time_s = time.perf_counter() - started
-            trace = Trace(
-                problem=problem,
-                steps=[Step(requests[index], completions, verdicts)],
-                prediction=None if accepted is None else completions[accepted].text,
-                verdict=verdicts[chosen],
-                usage=usage,
-                clusters=cluster_answers(verifier, problem, verdicts),
-            )
-            traces[index] = trace
-            if on_trace is not None:
-                on_trace(trace)
-        return [t for t in traces if t is not None]
+        problem: Problem,
+        completions: list[Completion],
+        verdicts: list[Verdict],
+        scored: list[Verdict],
+        clusters: list[int],
+        options: NoOptions,
+    ) -> Pick:
+        accepted = next((i for i, v in enumerate(verdicts) if v.is_correct), None)
+        if accepted is None:
+            return Pick(verdicts[0], None)
+        return Pick(verdicts[accepted], completions[accepted].text)
