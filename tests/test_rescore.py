@@ -242,3 +242,46 @@ def test_a_cut_off_last_line_survives_a_rescore_in_the_torn_file(sc_run: RunFold
     assert main(["rescore", str(sc_run.path)]) == 0
     assert [r["problem"]["id"] for r in sc_run.load_results()] == ["a", "b"]
     assert sc_run.results_path.with_name("results.jsonl.torn").read_bytes() == tail + b"\n"
+
+
+def test_a_refused_request_stays_an_error_after_a_rescore(tmp_path: Path) -> None:
+    """A problem longer than the context window was saved as `error` (empty completions the
+    engine never generated): re-grading must not turn it into a wrong answer."""
+    problem = Problem("long", "q", "3")
+    verdict = Verdict("error", 0.0, "too long", None, {"error": "context_length_exceeded"})
+    trace = Trace(
+        problem=problem,
+        steps=[Step(REQUEST, [Completion("", "error", 0, 0)] * 2, [verdict] * 2)],
+        prediction=None,
+        verdict=verdict,
+        usage=Usage(),
+        clusters=[-1, -1],
+    )
+    folder = _write_run(tmp_path / "run", "self-consistency", 2, [trace])
+    result = rescore.rescore_folder(folder.path)
+    (row,) = result.rows
+    assert row["verdict"]["status"] == "error"
+    assert [v["status"] for v in row["steps"][0]["verdicts"]] == ["error", "error"]
+    assert result.new_summary["verifier_errors"] == 1 and result.new_summary["scored"] == 0
+
+
+def test_mixed_pal_and_cot_runs_regrade_the_chain_of_thought_samples(tmp_path: Path) -> None:
+    """Program-aided with cot_n: step 0 holds programs (graded by their printed line), step 1
+    chain-of-thought samples, graded by their own text."""
+    problem = Problem("p", "q", "12")
+    programs = Step(
+        REQUEST,
+        [Completion("```python\nprint(12)\n```", "stop", 5, 7)],
+        [Verdict("incorrect", 0.0, "stale", "7", {"printed": "12"})],
+    )
+    cot = Step(
+        REQUEST,
+        [Completion("So it is 12. The answer is \\boxed{12}.", "stop", 5, 7)] * 2,
+        [_stale("7"), _stale("7")],
+    )
+    trace = Trace(problem, [programs, cot], "7", _stale("7"), Usage(), clusters=[0, 0, 0])
+    folder = _write_run(tmp_path / "run", "program-aided", 1, [trace])
+    (row,) = rescore.rescore_folder(folder.path).rows
+    statuses = [v["status"] for step in row["steps"] for v in step["verdicts"]]
+    assert statuses == ["correct", "correct", "correct"]
+    assert row["verdict"]["status"] == "correct" and row["prediction"] == "12"

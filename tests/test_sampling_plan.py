@@ -208,3 +208,26 @@ def test_a_uniform_loop_round_trains_in_a_child_and_reports_memory_and_sampling(
 
     again = scripted()
     assert run_iterate(config, generator=again) == summaries and again.calls == []
+
+
+def test_a_batch_that_adds_no_samples_cannot_loop_forever(tmp_path: Path) -> None:
+    """An engine that returns nothing for a pending problem: the sampling ends at the bound
+    the budget sets (ceil(max_samples / round_n) batches) instead of creating folders forever."""
+    from reasoner.loops.sampling_plan import sample_to_quota
+
+    first = tmp_path / "first"
+    first.mkdir()
+    row = {"problem": {"id": "p", "question": "q", "answer": "1"},
+           "steps": [{"verdicts": [{"status": "incorrect", "score": 0.0}]}]}  # fmt: skip
+    (first / "results.jsonl").write_text(json.dumps(row) + "\n")
+    made: list[Path] = []
+
+    def run_batch(name: str, ids: list[str], n: int, batch: int) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        made.append(folder)
+        return folder
+
+    folders, plan = sample_to_quota("uniform", first, 2, 5, 2, run_batch)
+    assert len(folders) == len(made) == 3
+    assert [(p.id, p.samples, p.correct) for p in plan] == [("p", 1, 0)]

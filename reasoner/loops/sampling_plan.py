@@ -120,7 +120,10 @@ def sample_to_quota(
     wanted = targets(method, k, difficulty)
     folders: list[Path] = []
     batch = 0
-    while True:
+    # each batch draws at least one sample for every pending problem, so the budget bounds the
+    # batches; the cap only matters when an engine returns nothing (no progress, no end)
+    max_batches = -(-max_samples // max(1, min(round_n, max_samples)))
+    while batch < max_batches:
         counts = tally([first_folder, *folders])
         groups = pending(counts, wanted, max_samples, round_n)
         if not groups:

@@ -7,7 +7,9 @@ normalised before hashing so that formatting does not hide a copy:
 - Unicode NFKC (full-width digits, ligatures and non-breaking spaces become plain ones);
 - case folded (`casefold`, a stronger lower case);
 - every punctuation or symbol character replaced by a space (so "3.5" stays distinct from
-  "35", while "Hello, world!" matches "hello world");
+  "35", while "Hello, world!" matches "hello world"), except the math symbols and the minus
+  sign, which are kept with spaces around them: "x+1=5" and "x-1=5" are different
+  questions, "4+4" and "4 + 4" the same;
 - whitespace runs collapsed to one space, and the ends trimmed.
 
 The digest is the SHA-256 of the normalised text (UTF-8), in hex. Training run folders and the
@@ -31,6 +33,7 @@ from reasoner.errors import ConfigError
 TRAIN_QUESTIONS_FILE = "train_questions.sha256.txt"
 
 _SEPARATORS = ("P", "S")  # Unicode punctuation and symbol categories
+_KEPT = frozenset("-+*/^=<>%")  # they change what a question asks
 
 
 class HeldoutOverlapWarning(UserWarning):
@@ -40,7 +43,14 @@ class HeldoutOverlapWarning(UserWarning):
 def normalize_question(text: str) -> str:
     """The question as compared: see the module docstring for the rules."""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    spaced = "".join(" " if unicodedata.category(ch)[0] in _SEPARATORS else ch for ch in folded)
+    spaced = "".join(
+        f" {ch} "  # spaced, so "4+4" and "4 + 4" match
+        if ch in _KEPT or unicodedata.category(ch) == "Sm"
+        else " "
+        if unicodedata.category(ch)[0] in _SEPARATORS
+        else ch
+        for ch in folded
+    )
     return " ".join(spaced.split())
 
 

@@ -56,7 +56,16 @@ from reasoner.verifiers import load as load_verifier
 Method = Literal["vote", "printed-vote", "execute", "keep-pick"]
 
 #: summary keys that summarize() owns, including ones older versions wrote
-METRIC_KEYS = {"sample_verifier_errors", "samples_per_problem", "pass@k", "maj@k"}
+METRIC_KEYS = {
+    "sample_verifier_errors",
+    "samples_per_problem",
+    "samples_per_problem_min",
+    "candidate_errors",
+    "at_k_problems",
+    "at_k_denominator",
+    "pass@k",
+    "maj@k",
+}
 
 BEFORE_SUMMARY = "summary.before-rescore.json"
 RECORD = "rescore.json"
@@ -206,17 +215,31 @@ def rescore_row(
     # what each sample's verdict was computed from: its completion, or an answer the strategy
     # derived from it (a printed line, a solver's answer); None keeps the old verdict
     inputs: list[Completion | None]
+    first_step = len(row["steps"][0]["verdicts"]) if row["steps"] else 0
     if method in ("vote", "keep-pick"):
         inputs = [Completion.from_dict(c) for c in completions]
     elif method == "printed-vote":
+        # the programs' printed lines (step 0); a mixed run's chain-of-thought samples after it
         inputs = [
-            None
+            Completion.from_dict(c)
+            if i >= first_step
+            else None
             if "printed" not in v["details"]
             else Completion(v["details"]["printed"], "stop", 0, 0)
-            for v in old_samples
+            for i, (c, v) in enumerate(zip(completions, old_samples, strict=True))
         ]
     else:
-        inputs = [_solver_answer(row, i, v) for i, v in enumerate(old_samples)]
+        inputs = [
+            Completion.from_dict(c)
+            if v["details"].get("fallback") == "cot"  # the chain-of-thought fallback's answer
+            else _solver_answer(row, i, v)
+            for i, (c, v) in enumerate(zip(completions, old_samples, strict=True))
+        ]
+    # a request the engine refused (longer than the context window) stays an `error`
+    inputs = [
+        None if c.get("finish_reason") == "error" else given
+        for c, given in zip(completions, inputs, strict=True)
+    ]
     pending = [(i, c) for i, c in enumerate(inputs) if c is not None]
     checked = verifier.verify_batch([(problem, c) for _, c in pending])
     samples = [Verdict.from_dict(v) for v in old_samples]
@@ -234,7 +257,10 @@ def rescore_row(
     elif method == "execute":
         prediction = row["prediction"]
         final = Verdict.from_dict(old_final)
-        if prediction is not None:
+        if old_final["details"].get("answered_by") == "fallback":
+            final = _with_details(samples[-1], old_final["details"])  # the fallback is last
+            prediction = final.answer
+        elif prediction is not None:
             verdict = verifier.verify(problem, answer_completion(prediction))
             final = _with_details(verdict, old_final["details"])
     else:

@@ -120,11 +120,20 @@ class NSampleStrategy(Strategy, Generic[OptionsT]):
     ) -> None:
         """Fill each step's verdicts; by default the run's verifier grades every sample, all
         of `drawn` in one `verify_batch` call."""
-        pairs = [(p, c) for p, steps in drawn for step in steps for c in step.completions]
+        pairs = [
+            (p, c)
+            for p, steps in drawn
+            for step in steps
+            for c in step.completions
+            if c.finish_reason != "error"
+        ]
         verdicts = iter(verifier.verify_batch(pairs))
         for _, steps in drawn:
             for step in steps:
-                step.verdicts[:] = [next(verdicts) for _ in step.completions]
+                step.verdicts[:] = [
+                    refused(c) if c.finish_reason == "error" else next(verdicts)
+                    for c in step.completions
+                ]
 
     @abstractmethod
     def pick(
@@ -232,3 +241,10 @@ class NSampleStrategy(Strategy, Generic[OptionsT]):
             clusters=clusters,
             tree=chosen.tree,
         )
+
+
+def refused(completion: Completion) -> Verdict:
+    """A request the engine refused (e.g. longer than the context window) is an `error`: no
+    answer was generated, so it is neither right nor wrong."""
+    reason = completion.text or "the engine refused the request"
+    return Verdict("error", 0.0, reason, None, {"error": "engine_refused"})

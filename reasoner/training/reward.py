@@ -9,7 +9,7 @@ assistant turn holding the answer, without the sampling prompt's system message:
 on one text format and served on another would be scoring text it never saw.
 
 The result is a PEFT adapter folder for a sequence-classification model; the `reward-model`
-verifier loads it by path (`--scorer reward-model --set scorer_options.model=OUT/adapter`).
+verifier loads it by path (`--scorer reward-model --set strategy.scorer.options.model=OUT/adapter`).
 """
 
 from __future__ import annotations
