@@ -61,3 +61,24 @@ def vllm_generator(test_model_path: Path) -> Iterator[object]:
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"reasoner model cache: {cache_dir()}"
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """For tests on the tiny model (modules opt in with `pytestmark`): its matmuls take
+    microseconds, and on a busy machine two OpenMP threads spend milliseconds per op waiting
+    for each other."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, test_model_path: Path) -> str:
+    """A tiny randomly initialised Llama with SmolLM2's tokenizer (tests/_tiny_model.py)."""
+    from _tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"), test_model_path)

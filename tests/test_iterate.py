@@ -124,13 +124,6 @@ def test_rounds_table_and_plot(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, test_model_path: Path) -> str:
-    from _tiny_model import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"), test_model_path)
-
-
 def _sft_stage(model: str, data: Path, out: Path) -> dict[str, Any]:
     return SFTConfig.model_validate(
         {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -16,13 +15,7 @@ from reasoner.models.config import ModelConfig
 from reasoner.models.hf_transformers import TransformersGenerator
 from reasoner.types import ChatMessage, Completion, GenerationRequest, SamplingParams
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

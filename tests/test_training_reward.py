@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from _tiny_model import make_tiny_model
 
 from reasoner.errors import DatasetError
 from reasoner.training import RewardConfig, train_stage
@@ -19,18 +17,7 @@ from reasoner.training.reward import reward_records
 from reasoner.types import Completion, Problem
 from reasoner.verifiers.reward_model import RewardModelVerifier
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, test_model_path: Path) -> str:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"), test_model_path)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pairs(n: int) -> list[dict[str, Any]]:

@@ -10,25 +10,11 @@ from typing import Any
 
 import pytest
 import torch
-from _tiny_model import make_tiny_model
 
 from reasoner.training import DPOConfig, SFTConfig, ZOConfig, train_stage
 from reasoner.training.run_folder import read_metrics
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """The tiny model's matmuls are microseconds; on a busy machine two OpenMP threads spend
-    milliseconds per op waiting for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, test_model_path: Path) -> str:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"), test_model_path)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sft_records(n: int) -> list[dict[str, Any]]:
