@@ -108,3 +108,11 @@ def read_traces(folder: str | Path, *, missing_ok: bool = False) -> list[Trace]:
                 f"{Path(folder) / RESULTS_FILE}: row {number} is not a Trace ({exc!r})"
             ) from None
     return traces
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename, so a reader (or a killed
+    writer) never sees a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -23,7 +23,6 @@ at the step it was in and keeps everything it had finished:
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from reasoner.runner.evaluate import plan_eval, run_eval, selected_problems
 from reasoner.runner.heldout import require_disjoint
 from reasoner.runner.manifest import folder_sha256, git_commit, hardware, package_versions
 from reasoner.runner.run_folder import RunFolder
-from reasoner.runs import read_results
+from reasoner.runs import read_results, write_text_atomic
 from reasoner.training import build_records, train_stage
 from reasoner.training.config import STAGE_CONFIGS, StageConfig
 
@@ -77,11 +76,6 @@ def _eval_config(
         source=f"{out}: derived eval config",
     )
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _hard_ids(samples: Path, threshold: float) -> list[str]:
@@ -192,7 +186,7 @@ def _data_round(config: IterateConfig, out: Path, index: int, sample_folders: li
             f"{'correct/incorrect pairs' if config.stage == 'dpo' else 'correct solutions'}); "
             "sample more (sample.strategy.n, sample.hard_n) or use easier training problems"
         )
-    _write_atomic(data, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_text_atomic(data, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return data
 
 
@@ -336,10 +330,10 @@ def run_iterate(config: IterateConfig, generator: Generator | None = None) -> li
                 generator=generator,
             )
             summary = _round_summary(index, sample_folders, data, adapter, eval_dir, train_rss)
-            _write_atomic(marker, json.dumps(summary, indent=2) + "\n")
+            write_text_atomic(marker, json.dumps(summary, indent=2) + "\n")
             summaries.append(summary)
     finally:
         if owns_generator:
             generator.close()
-    _write_atomic(out / "summary.json", json.dumps({"rounds": summaries}, indent=2) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps({"rounds": summaries}, indent=2) + "\n")
     return summaries

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from reasoner.runs import read_results
+from reasoner.runs import read_results, write_text_atomic
 
 PLAN_FILE = "sampling-plan.json"
 
@@ -170,9 +170,7 @@ def write_plan(path: Path, method: str, plan: list[ProblemPlan], stage: Any) -> 
         "correct": sum(p.correct for p in plan),
         "per_problem": [{**asdict(p), "stopped": p.stopped} for p in plan],
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(document, indent=2) + "\n")
     plot_correct_by_difficulty(document, path.with_name(HISTOGRAM))
 
 

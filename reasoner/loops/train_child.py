@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoner.errors import ConfigError, DatasetError, ModelError, ReasonerError
+from reasoner.runs import write_text_atomic
 
 #: error classes the child reports by name; anything else becomes a ReasonerError
 _ERRORS: dict[str, type[ReasonerError]] = {
@@ -113,9 +114,7 @@ def main(argv: list[str]) -> int:
         outcome: dict[str, Any] = {"error": str(exc), "kind": kind}
     else:
         outcome = {"adapter": str(adapter), "peak_rss_mib": peak_rss_mib()}
-    tmp = result_path.with_name(result_path.name + ".tmp")
-    tmp.write_text(json.dumps(outcome) + "\n")
-    os.replace(tmp, result_path)
+    write_text_atomic(result_path, json.dumps(outcome) + "\n")
     return 0 if "adapter" in outcome else 1
 
 

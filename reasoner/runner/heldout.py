@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reasoner.errors import ConfigError
+from reasoner.runs import write_text_atomic
 
 #: the file, in a training run folder and in its adapter folder, of training question digests
 TRAIN_QUESTIONS_FILE = "train_questions.sha256.txt"
@@ -109,9 +110,7 @@ def write_question_hashes(folder: str | Path, questions: Iterable[str]) -> Path:
     """`folder/train_questions.sha256.txt`: the sorted, distinct digests of `questions`."""
     path = Path(folder) / TRAIN_QUESTIONS_FILE
     digests = sorted(question_hashes(questions))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(d + "\n" for d in digests))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(d + "\n" for d in digests))
     return path
 
 

@@ -40,7 +40,7 @@ from reasoner.errors import ConfigError, ReasonerError
 from reasoner.runner.benchmarks import load_benchmark
 from reasoner.runner.metrics import majority_cluster, summarize
 from reasoner.runner.run_folder import RunFolder
-from reasoner.runs import read_results
+from reasoner.runs import read_results, write_text_atomic
 from reasoner.strategies import load_strategy
 from reasoner.strategies.best_of_n import BestOfN
 from reasoner.strategies.execute_vote import ExecuteAndVote, answer_completion
@@ -353,9 +353,7 @@ def write_rescored(result: Rescored) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def change_record(result: Rescored) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from reasoner.errors import ConfigError, RunFolderError
-from reasoner.runs import RESULTS_FILE, scan_results
+from reasoner.runs import RESULTS_FILE, scan_results, write_text_atomic
 
 # Keys a resumed run may change without invalidating finished results.
 RESUMABLE_KEYS = {"limit", "out", "progress", "ray"}
@@ -73,7 +73,7 @@ class RunFolder:
         leaves `--out` as it was."""
         self.check(config)
         self.path.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False))
+        write_text_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False))
 
     def load_results(self) -> list[dict[str, Any]]:
         """Finished rows, for resume: the one reader that writes. A torn last line (killed
@@ -131,16 +131,11 @@ class RunFolder:
         return [json.loads(line) for line in self.sessions_path.read_text().splitlines() if line]
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        _write_atomic(self.manifest_path, json.dumps(manifest, indent=2) + "\n")
+        write_text_atomic(self.manifest_path, json.dumps(manifest, indent=2) + "\n")
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        _write_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
