@@ -1,6 +1,7 @@
 """`reasoner iterate` end to end on the real engine: expert iteration and iterative DPO on
-SmolLM2 with tiny sizes, and a loop killed with SIGKILL mid-training that resumes to the
-results of an uninterrupted one."""
+SmolLM2 with tiny sizes, and a loop killed with SIGKILL mid-training (its main process alone:
+the trainer and engine processes must die with it) that resumes to the results of an
+uninterrupted one."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from reasoner.loops.config import IterateConfig
 from reasoner.loops.iterate import run_iterate
 from reasoner.models.base import Generator
 from tests.conftest import TEST_MODEL
+from tests.processes import descendants, kill_all, survivors
 
 pytestmark = pytest.mark.slow
 
@@ -135,8 +137,13 @@ def test_sigkill_mid_training_resumes_to_the_uninterrupted_results(
         assert process.poll() is None, log.read_text(errors="replace")[-3000:]
         assert time.monotonic() < deadline, "round 1 did not start training within 15 minutes"
         time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)  # the loop, the trainer and vLLM's engine process
+    family = descendants(process.pid)  # the trainer, vLLM's engine and its worker
+    os.kill(process.pid, signal.SIGKILL)  # the loop's own process alone, not its group
     process.wait()
+    try:
+        assert survivors(family) == []  # each died with its parent
+    finally:
+        kill_all(family)
     assert not (out / "rounds" / "1" / "round.json").exists(), "the kill should land mid-round"
     data_before = (out / "rounds" / "1" / "data.jsonl").read_bytes()
     samples_before = (out / "rounds" / "1" / "samples" / "results.jsonl").read_bytes()

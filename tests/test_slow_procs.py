@@ -1,6 +1,6 @@
 """Processes around the real vLLM engine (issue 16, items 2 and 11): the README's Python example
-runs as a plain script, and a `reasoner eval` killed alone (not its process group) takes its
-EngineCore, worker and verifier processes with it."""
+runs as a plain script, and a `reasoner eval` or `compare` killed alone (not its process group)
+takes its EngineCore, worker and verifier processes with it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.processes import descendants, kill_all, name, survivors
 
 pytestmark = pytest.mark.slow
 
@@ -60,69 +63,62 @@ def test_readme_python_example_runs_as_a_plain_script(tmp_path: Path, data_dir: 
 # --- signals ---------------------------------------------------------------------------------
 
 
-def _parents() -> dict[int, int]:
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return found
-
-
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for child, parent in _parents().items():
-        children.setdefault(parent, []).append(child)
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")  # a zombie runs nothing; reaping it is its new parent's job
-
-
-def _name(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
-    except OSError:
-        return "?"
-
-
 def _rows(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.is_file() else 0
 
 
-@pytest.mark.parametrize(
-    ("signum", "returncode"),
-    [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)],
-    ids=["SIGTERM", "SIGINT", "SIGKILL"],
+ENGINE_FLAGS = (
+    *("--set", "model.kv_cache_gb=1", "--set", "model.max_model_len=2048"),
+    *("--set", "model.dtype=float32"),
 )
-def test_eval_killed_alone_leaves_no_process(
-    tmp_path: Path, data_dir: Path, signum: int, returncode: int
-) -> None:
-    out = tmp_path / "run"
-    results = out / "results.jsonl"
+
+
+def _eval(out: Path) -> tuple[list[str], Path]:
     command = [
-        *(sys.executable, "-m", "reasoner.cli", "eval", "gsm8k", "--model", MODEL),
-        *("--limit", "12", "--max-tokens", "256", "--no-progress", "--out", str(out)),
-        *("--set", "model.kv_cache_gb=1", "--set", "model.max_model_len=2048"),
-        *("--set", "model.dtype=float32"),
+        *("eval", "gsm8k", "--model", MODEL, "--limit", "12", "--max-tokens", "256"),
+        *("--no-progress", "--out", str(out), *ENGINE_FLAGS),
     ]
+    return command, out / "results.jsonl"
+
+
+def _compare(out: Path) -> tuple[list[str], Path]:
+    """One shipped config through `reasoner compare`: the engine is the command's, not a run's."""
+    command = [
+        *("compare", "gsm8k-greedy", "--model", MODEL, "--limit", "12", "--out", str(out)),
+        *("--set", "sampling.max_tokens=256", *ENGINE_FLAGS),
+    ]
+    return command, out / "gsm8k-greedy" / "results.jsonl"
+
+
+# Each signal once per command would be 12 engine starts; the handling is shared (SIGTERM and
+# SIGINT: `cli.main`'s handler closes the generator; SIGKILL: every engine child's parent
+# watcher), so eval gets SIGTERM and SIGKILL, compare SIGINT, `reasoner serve` SIGTERM
+# (test_slow_serving) and `reasoner iterate` SIGKILL mid-training (test_slow_iterate).
+@pytest.mark.parametrize(
+    ("command", "signum", "returncode"),
+    [
+        (_eval, signal.SIGTERM, 143),
+        (_eval, signal.SIGKILL, -signal.SIGKILL),
+        (_compare, signal.SIGINT, 130),
+    ],
+    ids=["eval-SIGTERM", "eval-SIGKILL", "compare-SIGINT"],
+)
+def test_a_command_killed_alone_leaves_no_process(
+    tmp_path: Path,
+    data_dir: Path,
+    command: Callable[[Path], tuple[list[str], Path]],
+    signum: int,
+    returncode: int,
+) -> None:
+    arguments, results = command(tmp_path / "run")
     log = (tmp_path / "log").open("w")
     # its own session, so that only what this test sends reaches it
     cli = subprocess.Popen(
-        command, env=_env(data_dir), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        [sys.executable, "-m", "reasoner.cli", *arguments],
+        env=_env(data_dir),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     family: set[int] = set()
     try:
@@ -131,22 +127,17 @@ def test_eval_killed_alone_leaves_no_process(
             assert cli.poll() is None, (tmp_path / "log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no result within 10 minutes"
             time.sleep(0.2)
-        family = _descendants(cli.pid)
-        assert any("EngineCore" in _name(pid) for pid in family), [_name(p) for p in family]
+        family = descendants(cli.pid)
+        assert any("EngineCore" in name(pid) for pid in family), [name(p) for p in family]
         finished = _rows(results)
         os.kill(cli.pid, signum)  # the main process only, not its group
         assert cli.wait(timeout=180) == returncode, (tmp_path / "log").read_text()[-3000:]
-        deadline = time.monotonic() + 30  # "a few seconds", with room for a loaded machine
-        while any(map(_running, family)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        left = [f"{pid} {_name(pid)}" for pid in family if _running(pid)]
-        assert left == []
+        assert survivors(family) == []
         assert _rows(results) >= finished  # nothing finished was lost
     finally:
         if cli.poll() is None:
-            family |= _descendants(cli.pid)
+            family |= descendants(cli.pid)
             cli.kill()
             cli.wait()
-        for pid in filter(_running, family):  # whatever a failed test left behind
-            os.kill(pid, signal.SIGKILL)
+        kill_all(family)
         log.close()

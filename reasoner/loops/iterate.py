@@ -32,7 +32,7 @@ from reasoner.errors import ConfigError
 from reasoner.loops import sampling_plan
 from reasoner.loops.config import IterateConfig, ProblemSlice
 from reasoner.loops.train_child import memory_report, train_in_child
-from reasoner.models import Generator, load_generator
+from reasoner.models import Generator, engine_logs, load_generator
 from reasoner.runner.evaluate import plan_eval, run_eval, selected_problems
 from reasoner.runner.heldout import require_disjoint
 from reasoner.runner.manifest import folder_sha256, git_commit, hardware, package_versions
@@ -297,7 +297,8 @@ def run_iterate(config: IterateConfig, generator: Generator | None = None) -> li
         )
     owns_generator = generator is None
     if generator is None:
-        generator, _ = load_generator(config.model.with_adapter_support(later=True))
+        with engine_logs.logging_to(out / "engine.log"):
+            generator, _ = load_generator(config.model.with_adapter_support(later=True))
     summaries = []
     try:
         adapter: str | None = None

@@ -47,6 +47,17 @@ def log_engine_to(path: Path | None) -> None:
     _destination = path
 
 
+@contextlib.contextmanager
+def logging_to(path: Path) -> Iterator[None]:
+    """Engines started inside the block log to `path`: a command that loads one engine for
+    several runs (compare, iterate) keeps its logs in its own folder, not on the terminal."""
+    log_engine_to(path)
+    try:
+        yield
+    finally:
+        log_engine_to(None)
+
+
 def destination() -> Path | None:
     """Where engine logs go now; None when they stream to the terminal."""
     return None if streaming() else _destination

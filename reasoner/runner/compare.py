@@ -14,7 +14,7 @@ from pathlib import Path
 
 from reasoner.config import EvalConfig, build_config, config_file, load_yaml
 from reasoner.errors import ConfigError
-from reasoner.models import Generator, load_generator
+from reasoner.models import Generator, engine_logs, load_generator
 from reasoner.runner.evaluate import plan_eval, run_eval
 from reasoner.runner.report import ReportFiles, write_report
 
@@ -76,7 +76,9 @@ def run_compare(
         plan_eval(config)
     owns_generator = generator is None
     if generator is None:
-        generator, _ = load_generator(configs[0][1].model)
+        out.mkdir(parents=True, exist_ok=True)
+        with engine_logs.logging_to(out / "engine.log"):
+            generator, _ = load_generator(configs[0][1].model)
     try:
         for _, config in configs:
             run_eval(config, generator=generator)
