@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,11 @@ def read_traces(folder: str | Path, *, missing_ok: bool = False) -> list[Trace]:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename, so a reader (or a killed
-    writer) never sees a half-written file."""
+    writer) never sees a half-written file; flushed to disk before the rename, so a power cut
+    leaves the old file or the new one, not an empty one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
     tmp.replace(path)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +166,22 @@ def test_an_error_in_the_training_child_reaches_the_loop_by_class_and_message(
     missing = tmp_path / "no-such-data.jsonl"
     with pytest.raises(DatasetError, match=r"records file .*no-such-data\.jsonl does not exist"):
         train_in_child("sft", _sft_stage(tiny_model, missing, tmp_path / "t"), tmp_path)
+
+
+def test_a_training_child_whose_loop_is_gone_dies_before_training(tmp_path: Path) -> None:
+    """The loop's pid is passed on the command line: a child that starts after the loop died
+    (re-parented) kills itself at once instead of training for nobody."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    spec, result = tmp_path / "spec.json", tmp_path / "result.json"
+    spec.write_text(json.dumps({"stage": "sft", "config": {}}))
+    child = subprocess.run(
+        [sys.executable, "-m", "reasoner.loops.train_child", str(spec), str(result), str(gone.pid)],
+        check=False,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL
+    assert not result.exists()
 
 
 def test_memory_report_has_the_loop_and_training_peaks() -> None:

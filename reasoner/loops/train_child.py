@@ -10,9 +10,9 @@ multiprocessing spawn, so the user's `__main__` is never re-imported.
 The spec (the stage and its config as JSON) and the result (the adapter, the child's peak RSS,
 or the error) are small JSON files in the round's folder. A ReasonerError in the child (a bad
 record, divergence) reaches the parent as the same class with the same message; the child's
-own stderr (progress bars, tracebacks) is the terminal's. The child dies with the loop
-(PR_SET_PDEATHSIG on Linux), so a killed loop leaves no trainer running; the trainer's
-checkpoints make the next run resume where it was.
+own stderr (progress bars, tracebacks) is the terminal's. The child dies with the loop (the
+same parent watch as every other child, `reasoner.procs.watch_parent`), so a killed loop leaves
+no trainer running; the trainer's checkpoints make the next run resume where it was.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reasoner import procs
 from reasoner.errors import ConfigError, DatasetError, ModelError, ReasonerError
 from reasoner.runs import write_text_atomic
 
@@ -87,21 +88,11 @@ def train_in_child(stage: str, config: dict[str, Any], workdir: Path) -> tuple[s
     return str(outcome["adapter"]), float(outcome["peak_rss_mib"])
 
 
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to SIGKILL this process when its parent dies; exit if it already has."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        sys.exit(1)
-
-
 def main(argv: list[str]) -> int:
     spec_path, result_path = Path(argv[0]), Path(argv[1])
-    _die_with_parent(int(argv[2]) if len(argv) > 2 else os.getppid())
+    if len(argv) > 2:  # the loop's pid: if it died before we got here, die at once
+        os.environ[procs.PARENT_PID_ENV] = argv[2]
+    procs.watch_parent()
     from reasoner.training import train_stage
     from reasoner.training.config import STAGE_CONFIGS
 
