@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from reasoner.runner.metrics import summarize
-from reasoner.runner.report import ReportError, run_labels, write_report
+from reasoner.runner.report import ReportError, pareto_front, run_labels, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -211,3 +211,20 @@ def test_top_k_is_the_largest_k_every_problem_reaches(tmp_path: Path) -> None:
     # summaries written before at_k_problems existed keep the largest k
     legacy = {"pass@k": {"1": 0.2, "2": 0.4}}
     assert top_k(Run(tmp_path, {}, legacy, []), "pass@k") == (2, 0.4)
+
+
+def test_pareto_front_keeps_the_runs_nothing_beats() -> None:
+    # (compute, accuracy): c is beaten by a (cheaper, more accurate); d ties a on accuracy at
+    # more compute; e buys accuracy with compute; b is the cheapest
+    points = [(100.0, 0.5), (50.0, 0.2), (200.0, 0.4), (300.0, 0.5), (1000.0, 0.7)]
+    assert pareto_front(points) == [1, 0, 4]
+    assert pareto_front([(10.0, 0.3), (10.0, 0.3)]) == [0, 1]  # equal points both stay
+    assert pareto_front([]) == []
+
+
+def test_report_names_its_pareto_front(runs: list[Path], tmp_path: Path) -> None:
+    text = write_report(runs, tmp_path / "report").markdown.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("Pareto front"))
+    # greedy: 66.7% at 150 tokens/problem; self-consistency: 50% at 300 is beaten by it
+    assert "(greedy)" in line
+    assert "self_consistency" not in line

@@ -188,6 +188,28 @@ def top_k(run: Run, metric: str) -> tuple[int, float] | None:
     return int(k), float(values[k])
 
 
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """The indices of the (compute, accuracy) points that no other point beats: none has at
+    most the compute and at least the accuracy, better on one. Ordered by compute, so they
+    trace the best accuracy each budget buys."""
+    front = [
+        i
+        for i, (cost, acc) in enumerate(points)
+        if not any(
+            c <= cost and a >= acc and (c, a) != (cost, acc)
+            for j, (c, a) in enumerate(points)
+            if j != i
+        )
+    ]
+    return sorted(front, key=lambda i: points[i])
+
+
+def _front(runs: Sequence[Run]) -> list[Run]:
+    scored = [run for run in runs if run.summary.get("accuracy") is not None]
+    points = [(compute(run)["per_problem"], float(run.summary["accuracy"])) for run in scored]
+    return [scored[i] for i in pareto_front(points)]
+
+
 def table_row(run: Run) -> dict[str, Any]:
     """One run's numbers, unformatted: the CSV writes them as they are, Markdown formats them."""
     summary = run.summary
@@ -402,6 +424,14 @@ def _markdown(
         "prompt tokens prefilled (not served from the prefix cache).\n",
         "Runs:\n\n" + "\n".join(f"- {run.label}: `{run.path}`" for run in runs) + "\n",
     ]
+    front = _front(runs)
+    if len(runs) > 1 and front:
+        parts.insert(
+            2,
+            "Pareto front (no other run is as accurate for less compute), cheapest first: "
+            + ", ".join(run.label for run in front)
+            + ". Runs on different problem sets are not comparable point by point.\n",
+        )
     if any(row.get("oracle") for row in rows):
         parts.insert(
             2,
@@ -493,6 +523,16 @@ def _compute_plot(runs: Sequence[Run], path: Path) -> Path:
         acc, down, up = _interval(run.summary)
         x = max(compute(run)["per_problem"], 1.0)  # log axis: keep an empty run on the plot
         ax.errorbar([x], [acc], yerr=[[down], [up]], fmt="o", capsize=4, label=run.label)
+    front = _front(runs)
+    if len(front) > 1:
+        ax.plot(
+            [max(compute(run)["per_problem"], 1.0) for run in front],
+            [100 * run.summary["accuracy"] for run in front],
+            "--",
+            color="grey",
+            linewidth=1,
+            label="Pareto front",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("compute per problem (tokens generated + prefilled, log scale)")
     ax.set_ylabel("accuracy (%)")
