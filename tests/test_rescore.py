@@ -5,6 +5,8 @@ them), so re-scoring has something to change."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,7 @@ def _write_run(path: Path, strategy: str, n: int, traces: list[Trace]) -> RunFol
         folder.append_result(trace.to_dict())
         rows.append(trace.to_dict())
     folder.write_summary({"benchmark": "gsm8k", "strategy": strategy, **summarize(rows)})
+    folder.unlock()  # the run has finished
     return folder
 
 
@@ -119,6 +122,34 @@ def test_rescore_rewrites_results_and_keeps_the_old_summary(sc_run: RunFolder) -
     assert json.loads((sc_run.path / rescore.BEFORE_SUMMARY).read_text()) == old_summary
     assert len(json.loads((sc_run.path / rescore.RECORD).read_text())) == 2
     assert sc_run.load_results() == rows
+
+
+def test_a_run_still_being_written_is_not_rescored(
+    sc_run: RunFolder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = sc_run.results_path.read_bytes()
+    live = subprocess.Popen(  # another process holds the folder, as a running eval does
+        [sys.executable, "-c", LIVE_WRITER, str(sc_run.path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert live.stdout is not None and live.stdout.readline().strip() == "locked"
+        assert main(["rescore", str(sc_run.path)]) != 0
+        assert f"being written by pid {live.pid}" in capsys.readouterr().out
+        assert sc_run.results_path.read_bytes() == results
+    finally:
+        live.kill()
+        live.wait()
+    assert main(["rescore", str(sc_run.path)]) == 0  # the holder's death released it
+
+
+LIVE_WRITER = """
+import sys, time
+from reasoner.runner.run_folder import RunFolder
+folder = RunFolder(sys.argv[1])
+folder.lock()  # held while the object lives
+print("locked", flush=True)
+time.sleep(600)
+"""
 
 
 def test_a_new_verifier_error_writes_nothing(

@@ -340,13 +340,26 @@ def write_rescored(result: Rescored) -> None:
             f"({', '.join(result.new_errors[:5])}); nothing was written"
         )
     run = RunFolder(result.folder)
+    run.lock()  # a run still being written is refused, not rewritten under its writer
+    try:
+        _swap_in(run, result)
+    finally:
+        run.unlock()
+
+
+def _swap_in(run: RunFolder, result: Rescored) -> None:
     before = result.folder / BEFORE_SUMMARY
     if run.summary_path.is_file() and not before.exists():  # the first rescore's original
         before.write_text(run.summary_path.read_text())
     record_path = result.folder / RECORD
     history = json.loads(record_path.read_text()) if record_path.is_file() else []
     history.append(change_record(result))
-    run.load_results()  # as resume does: a cut-off tail goes to results.jsonl.torn, not lost
+    # as resume does: a cut-off tail goes to results.jsonl.torn, not lost
+    if len(run.load_results()) != len(result.rows):
+        raise ReasonerError(
+            f"{run.results_path} changed while it was being re-scored (a run wrote to it); "
+            "nothing was written: re-run rescore"
+        )
     run.write_results(result.rows)
     run.write_summary(result.new_summary)
     _write_json(record_path, history)

@@ -9,11 +9,12 @@ drop the finished lines after it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -25,6 +26,7 @@ RESUMABLE_KEYS = {"limit", "out", "progress", "ray"}
 
 
 ENGINE_LOG = "engine.log"  # written by the engine from its start (models/engine_logs.py)
+LOCK_FILE = ".lock"  # flock()ed by the process writing the folder; holds its pid
 
 
 class RunFolder:
@@ -35,6 +37,36 @@ class RunFolder:
         self.summary_path = self.path / "summary.json"
         self.manifest_path = self.path / "manifest.json"
         self.sessions_path = self.path / "sessions.jsonl"
+        self._lock: IO[str] | None = None
+
+    def lock(self) -> None:
+        """Hold the folder for this process until `unlock()` or its exit (the kernel drops a
+        dead process's flock, SIGKILL included): a second writer (another `reasoner eval` on
+        the same `--out`, a `rescore` of a run still going) is refused at once instead of
+        interleaving lines with it. Creates the folder."""
+        if self._lock is not None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunFolderError(
+                f"{self.path} is being written by {holder}; wait for it to finish, or choose "
+                "another --out"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
 
     def check(self, config: dict[str, Any]) -> None:
         """Refuse, without writing anything, a path that cannot hold this run: a file, a folder
@@ -49,7 +81,7 @@ class RunFolder:
             raise ConfigError(f"{self.path}: {existing} is not writable; choose another --out")
         if self.path.is_dir() and not self.config_path.is_file():
             # a failed start leaves only the engine's log, which says why it failed
-            if any(p.name != ENGINE_LOG for p in self.path.iterdir()):
+            if any(p.name not in (ENGINE_LOG, LOCK_FILE) for p in self.path.iterdir()):
                 raise ConfigError(
                     f"{self.path} holds files but no config.yaml, so it is not a reasoner run "
                     "folder; choose a new --out (an empty or missing folder)"
@@ -72,7 +104,7 @@ class RunFolder:
         Call it once the run is sure to start (the engine loaded), so that a failed start
         leaves `--out` as it was."""
         self.check(config)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.lock()
         write_text_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False))
 
     def load_results(self) -> list[dict[str, Any]]:
@@ -135,7 +167,6 @@ class RunFolder:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_text_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
-
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
