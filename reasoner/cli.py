@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any, get_args
 
+from reasoner.config import add_config_options, flag_overrides
 from reasoner.errors import ReasonerError
 from reasoner.procs import Terminated, interrupt_on_sigterm
 from reasoner.runner.datasets import AnswerFormat
@@ -19,14 +20,7 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Flags override --config; --set overrides both.",
     )
     p.add_argument("benchmark", nargs="?", help="a benchmark in eval/ (default: gsm8k)")
-    p.add_argument("--config", help="a YAML EvalConfig (see configs/)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override, e.g. sampling.temperature=0.7 (repeatable)",
-    )
+    add_config_options(p, "EvalConfig", "sampling.temperature=0.7")
     p.add_argument("--model", help="embedded alias, local folder, .gguf file or hub id")
     p.add_argument("--backend", choices=["auto", "vllm", "transformers", "openai"])
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
@@ -108,17 +102,14 @@ def _eval_overrides(args: argparse.Namespace) -> list[str]:
         if not args.dataset:
             raise ReasonerError("--field maps the columns of --dataset; pass --dataset too")
         pairs.append((f"dataset.{roles[role]}", name))
-    return [f"{key}={json.dumps(value)}" for key, value in pairs if value is not None]
+    return flag_overrides(pairs)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from reasoner.config import EvalConfig, build_config, config_file, load_yaml
+    from reasoner.config import EvalConfig, load_config
     from reasoner.runner.evaluate import run_eval
 
-    path = config_file(args.config) if args.config else None
-    base = load_yaml(path) if path else {}
-    source = str(path) if path else "command line"
-    config = build_config(EvalConfig, base, _eval_overrides(args) + args.set, source=source)
+    config = load_config(EvalConfig, args.config, _eval_overrides(args) + args.set)
     summary = run_eval(config)
     print_summary(summary)
     return 0

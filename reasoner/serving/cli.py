@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import os
 import signal
 import sys
@@ -12,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reasoner.config import build_config, config_file, load_yaml
+from reasoner.config import add_config_options, flag_overrides, load_config
 from reasoner.errors import ConfigError
 from reasoner.models.config import ModelConfig
 
@@ -59,14 +58,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Flags override --config; --set overrides both. Requests pick a strategy "
         'with extra fields, e.g. {"strategy": "self-consistency", "n": 8, "verifier": "math"}.',
     )
-    p.add_argument("--config", help="a YAML ServeConfig")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override, e.g. model.tensor_parallel_size=2 (repeatable)",
-    )
+    add_config_options(p, "ServeConfig", "model.tensor_parallel_size=2")
     p.add_argument("--model", help="embedded alias, local folder, .gguf file or hub id")
     p.add_argument("--backend", choices=["auto", "vllm", "transformers", "openai"])
     p.add_argument("--base-url", help="put strategies in front of another OpenAI server")
@@ -100,14 +92,11 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         ("default_max_tokens", args.max_tokens),
         ("api_key", args.api_key),
     ]
-    return [f"{key}={json.dumps(value)}" for key, value in pairs if value is not None]
+    return flag_overrides(pairs)
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:
-    path = config_file(args.config) if args.config else None
-    base = load_yaml(path) if path else {}
-    source = str(path) if path else "command line"
-    config = build_config(ServeConfig, base, _overrides(args) + args.set, source=source)
+    config = load_config(ServeConfig, args.config, _overrides(args) + args.set)
     if config.api_key is None:
         from_env = next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
         config = config.model_copy(update={"api_key": from_env})
