@@ -9,20 +9,20 @@ import signal
 import sys
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from reasoner.config import add_config_options, flag_overrides, load_config
 from reasoner.errors import ConfigError
 from reasoner.models.config import ModelConfig
+from reasoner.serving.service import ServeLimits, ServeSettings
 
 #: environment variables an API key is read from when --api-key is not given, in this order
 API_KEY_ENV = ("REASONER_API_KEY", "VLLM_API_KEY")
 
 
-class ServeConfig(BaseModel):
+class ServeConfig(ServeLimits):
     """The model to load and how to serve it; flags, `--config` YAML and `--set` feed it."""
 
-    model_config = ConfigDict(extra="forbid")
     #: the model and the backend that serves it
     model: ModelConfig = ModelConfig()
     #: the address to bind (non-loopback without an api_key warns)
@@ -30,22 +30,6 @@ class ServeConfig(BaseModel):
     #: the port to listen on
     port: int = Field(8000, ge=0, le=65535)
     served_model_name: str | None = None  # default: model.name
-    #: the strategy of a request that names none
-    default_strategy: str = "greedy"
-    #: the verifier of a request that names none
-    default_verifier: str = "math"
-    #: max_tokens of a request that sets none
-    default_max_tokens: int = Field(512, ge=1)
-    #: the largest n a request may ask for (400 above it)
-    max_n: int = Field(64, ge=1)
-    #: seconds a request may run before it is cancelled
-    request_timeout_s: float = Field(600.0, gt=0)
-    #: requests served at once; more wait
-    max_concurrent_requests: int = Field(256, ge=1)
-    #: seconds a verifier may take per check
-    verifier_timeout_s: float = Field(10.0, gt=0)
-    #: how long concurrent requests are gathered into one engine batch
-    batch_window_ms: float = Field(5.0, ge=0)
     #: uvicorn's log level
     log_level: str = "warning"
     api_key: str | None = None  # default: $REASONER_API_KEY, else $VLLM_API_KEY
@@ -124,24 +108,11 @@ def exposure_warning(config: ServeConfig) -> str | None:
     )
 
 
-def settings_for(config: ServeConfig) -> Any:
-    from reasoner.serving.service import ServeSettings
-
+def settings_for(config: ServeConfig) -> ServeSettings:
     name = config.served_model_name or config.model.name
     aliases = [config.model.name] if config.model.name != name else []
-    return ServeSettings(
-        served_model_name=name,
-        aliases=aliases,
-        default_strategy=config.default_strategy,
-        default_verifier=config.default_verifier,
-        default_max_tokens=config.default_max_tokens,
-        max_n=config.max_n,
-        request_timeout_s=config.request_timeout_s,
-        max_concurrent_requests=config.max_concurrent_requests,
-        verifier_timeout_s=config.verifier_timeout_s,
-        batch_window_ms=config.batch_window_ms,
-        api_key=config.api_key,
-    )
+    limits = config.model_dump(include=set(ServeLimits.model_fields))
+    return ServeSettings(served_model_name=name, aliases=aliases, **limits)
 
 
 def run(args: argparse.Namespace) -> int:
