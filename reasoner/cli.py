@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any, get_args
 
-from reasoner.config import add_config_options, flag_overrides
+from reasoner.config import add_config_options, add_model_options, flag_overrides, model_flags
 from reasoner.errors import ReasonerError
 from reasoner.procs import Terminated, interrupt_on_sigterm
 from reasoner.runner.datasets import AnswerFormat
@@ -21,9 +21,7 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("benchmark", nargs="?", help="a benchmark in eval/ (default: gsm8k)")
     add_config_options(p, "EvalConfig", "sampling.temperature=0.7")
-    p.add_argument("--model", help="embedded alias, local folder, .gguf file or hub id")
-    p.add_argument("--backend", choices=["auto", "vllm", "transformers", "openai"])
-    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    add_model_options(p, "OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--strategy", help="greedy (default), self-consistency, best-of-n, mcts, ...")
     p.add_argument("--n", type=int, help="samples per problem")
     p.add_argument("--scorer", help="verifier that ranks candidates (best-of-N, search)")
@@ -69,9 +67,7 @@ def _eval_overrides(args: argparse.Namespace) -> list[str]:
     """Flags become dotted overrides, so flags, YAML and --set share one validation path."""
     pairs: list[tuple[str, Any]] = [
         ("benchmark", args.benchmark),
-        ("model.name", args.model),
-        ("model.backend", args.backend),
-        ("model.base_url", args.base_url),
+        *model_flags(args),
         ("strategy.name", args.strategy),
         ("strategy.n", args.n),
         ("strategy.scorer.name", args.scorer),

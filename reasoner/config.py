@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from reasoner.errors import ConfigError
-from reasoner.models.config import ModelConfig
+from reasoner.models.config import Backend, ModelConfig
 from reasoner.runner.datasets import AnswerFormat
 from reasoner.scale.settings import RaySettings
 
@@ -219,6 +219,23 @@ def add_config_options(parser: argparse.ArgumentParser, model: str, set_example:
         metavar="KEY=VALUE",
         help=f"dotted override, e.g. {set_example} (repeatable)",
     )
+
+
+def add_model_options(parser: argparse.ArgumentParser, base_url_help: str) -> None:
+    """`--model`, `--backend` and `--base-url`: how every command that generates picks its
+    model (see `model_flags`)."""
+    parser.add_argument("--model", help="embedded alias, local folder, .gguf file or hub id")
+    parser.add_argument("--backend", choices=get_args(Backend))
+    parser.add_argument("--base-url", help=base_url_help)
+
+
+def model_flags(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The flags of `add_model_options` as (dotted key, value) pairs for `flag_overrides`."""
+    return [
+        ("model.name", args.model),
+        ("model.backend", args.backend),
+        ("model.base_url", args.base_url),
+    ]
 
 
 def flag_overrides(pairs: Iterable[tuple[str, Any]]) -> list[str]:

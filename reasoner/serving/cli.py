@@ -11,7 +11,13 @@ from typing import Any
 
 from pydantic import Field
 
-from reasoner.config import add_config_options, flag_overrides, load_config
+from reasoner.config import (
+    add_config_options,
+    add_model_options,
+    flag_overrides,
+    load_config,
+    model_flags,
+)
 from reasoner.errors import ConfigError
 from reasoner.models.config import ModelConfig
 from reasoner.serving.service import ServeLimits, ServeSettings
@@ -43,9 +49,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         'with extra fields, e.g. {"strategy": "self-consistency", "n": 8, "verifier": "math"}.',
     )
     add_config_options(p, "ServeConfig", "model.tensor_parallel_size=2")
-    p.add_argument("--model", help="embedded alias, local folder, .gguf file or hub id")
-    p.add_argument("--backend", choices=["auto", "vllm", "transformers", "openai"])
-    p.add_argument("--base-url", help="put strategies in front of another OpenAI server")
+    add_model_options(p, "put strategies in front of another OpenAI server")
     p.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help="default 8000")
     p.add_argument("--served-model-name", help="the name clients send as `model`")
@@ -63,9 +67,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     pairs: list[tuple[str, Any]] = [
-        ("model.name", args.model),
-        ("model.backend", args.backend),
-        ("model.base_url", args.base_url),
+        *model_flags(args),
         ("model.max_model_len", args.max_model_len),
         ("model.dtype", args.dtype),
         ("model.tensor_parallel_size", args.tensor_parallel_size),
