@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any, get_args
 
+from reasoner.config import add_config_options, add_model_options, flag_overrides, model_flags
 from reasoner.errors import ReasonerError
 from reasoner.procs import Terminated, interrupt_on_sigterm
 from reasoner.runner.datasets import AnswerFormat
@@ -19,17 +20,8 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Flags override --config; --set overrides both.",
     )
     p.add_argument("benchmark", nargs="?", help="a benchmark in eval/ (default: gsm8k)")
-    p.add_argument("--config", help="a YAML EvalConfig (see configs/)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override, e.g. sampling.temperature=0.7 (repeatable)",
-    )
-    p.add_argument("--model", help="embedded alias, local folder, .gguf file or hub id")
-    p.add_argument("--backend", choices=["auto", "vllm", "transformers", "openai"])
-    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    add_config_options(p, "EvalConfig", "sampling.temperature=0.7")
+    add_model_options(p, "OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--strategy", help="greedy (default), self-consistency, best-of-n, mcts, ...")
     p.add_argument("--n", type=int, help="samples per problem")
     p.add_argument("--scorer", help="verifier that ranks candidates (best-of-N, search)")
@@ -75,9 +67,7 @@ def _eval_overrides(args: argparse.Namespace) -> list[str]:
     """Flags become dotted overrides, so flags, YAML and --set share one validation path."""
     pairs: list[tuple[str, Any]] = [
         ("benchmark", args.benchmark),
-        ("model.name", args.model),
-        ("model.backend", args.backend),
-        ("model.base_url", args.base_url),
+        *model_flags(args),
         ("strategy.name", args.strategy),
         ("strategy.n", args.n),
         ("strategy.scorer.name", args.scorer),
@@ -108,17 +98,14 @@ def _eval_overrides(args: argparse.Namespace) -> list[str]:
         if not args.dataset:
             raise ReasonerError("--field maps the columns of --dataset; pass --dataset too")
         pairs.append((f"dataset.{roles[role]}", name))
-    return [f"{key}={json.dumps(value)}" for key, value in pairs if value is not None]
+    return flag_overrides(pairs)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from reasoner.config import EvalConfig, build_config, config_file, load_yaml
+    from reasoner.config import EvalConfig, load_config
     from reasoner.runner.evaluate import run_eval
 
-    path = config_file(args.config) if args.config else None
-    base = load_yaml(path) if path else {}
-    source = str(path) if path else "command line"
-    config = build_config(EvalConfig, base, _eval_overrides(args) + args.set, source=source)
+    config = load_config(EvalConfig, args.config, _eval_overrides(args) + args.set)
     summary = run_eval(config)
     print_summary(summary)
     return 0

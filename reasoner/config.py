@@ -1,10 +1,15 @@
 """Typed run configs that load from YAML and take dotted overrides (`sampling.temperature=0.7`).
 
 Unknown keys are errors that list the valid ones: a typo must not silently run the default.
+Every command reads its config the same way (`add_config_options`, `flag_overrides`,
+`load_config`): flags override `--config`, and `--set` overrides both.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
@@ -12,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from reasoner.errors import ConfigError
-from reasoner.models.config import ModelConfig
+from reasoner.models.config import Backend, ModelConfig
 from reasoner.runner.datasets import AnswerFormat
 from reasoner.scale.settings import RaySettings
 
@@ -201,3 +206,47 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
+
+
+def add_config_options(parser: argparse.ArgumentParser, model: str, set_example: str) -> None:
+    """`--config` (a path or a shipped name) and repeatable `--set KEY=VALUE` for a command whose
+    config is the pydantic model `model` names."""
+    parser.add_argument("--config", help=f"a YAML {model}: a path, or a name in configs/")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"dotted override, e.g. {set_example} (repeatable)",
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser, base_url_help: str) -> None:
+    """`--model`, `--backend` and `--base-url`: how every command that generates picks its
+    model (see `model_flags`)."""
+    parser.add_argument("--model", help="embedded alias, local folder, .gguf file or hub id")
+    parser.add_argument("--backend", choices=get_args(Backend))
+    parser.add_argument("--base-url", help=base_url_help)
+
+
+def model_flags(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The flags of `add_model_options` as (dotted key, value) pairs for `flag_overrides`."""
+    return [
+        ("model.name", args.model),
+        ("model.backend", args.backend),
+        ("model.base_url", args.base_url),
+    ]
+
+
+def flag_overrides(pairs: Iterable[tuple[str, Any]]) -> list[str]:
+    """(dotted key, flag value) pairs as overrides; a flag left unset (None) is left out. Values
+    are JSON, so a string flag such as `--model 1.5` stays a string."""
+    return [f"{key}={json.dumps(value)}" for key, value in pairs if value is not None]
+
+
+def load_config(model: type[ConfigT], config: str | None, overrides: list[str]) -> ConfigT:
+    """A command's config: the `--config` file (a path or a shipped name; none: the defaults),
+    then `overrides` in order, so a later one wins (pass the flags' before `--set`'s)."""
+    path = config_file(config) if config else None
+    base = load_yaml(path) if path else {}
+    return build_config(model, base, overrides, source=str(path) if path else "command line")

@@ -84,3 +84,29 @@ def test_unknown_model_lists_the_aliases(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "qwen2.5-coder-0.5b-instruct" in message and "smollm2-135m-instruct" in message
     with pytest.raises(ModelError, match="does not exist"):
         resolve_model("./missing-folder")
+
+
+def test_every_command_reads_flags_then_config_then_set(tmp_path: Path) -> None:
+    """One path for eval, compare, train, iterate and serve: the file is the base, flags
+    override it, and --set overrides the flags."""
+    from reasoner.config import flag_overrides, load_config
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("limit: 3\nseed: 7\nmodel:\n  name: from-file\n")
+    flags = flag_overrides([("limit", 5), ("model.name", "1.5"), ("split", None)])
+    config = load_config(EvalConfig, str(path), [*flags, "limit=9"])
+    assert config.limit == 9  # --set beats the flag
+    assert config.model.name == "1.5"  # a flag's string stays a string
+    assert config.seed == 7  # the file where nothing overrides it
+    assert config.split is None  # an unset flag overrides nothing
+
+
+def test_config_takes_a_shipped_name_and_names_itself_in_errors() -> None:
+    from reasoner.config import load_config
+
+    shipped = load_config(EvalConfig, "gsm8k-sc8", [])
+    assert shipped.strategy.name == "self-consistency"
+    with pytest.raises(ConfigError, match=r"gsm8k-sc8\.yaml: unknown key 'limt'"):
+        load_config(EvalConfig, "gsm8k-sc8", ["limt=1"])
+    with pytest.raises(ConfigError, match="command line: unknown key 'limt'"):
+        load_config(EvalConfig, None, ["limt=1"])

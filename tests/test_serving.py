@@ -8,6 +8,7 @@ Generation here comes from `ScriptedGenerator`, a stand-in whose replies are fix
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from reasoner.models.base import Generator
-from reasoner.models.batching import BatchingGenerator, Cancelled, CancelToken, cancel_scope
+from reasoner.models.batching import (
+    BatchingGenerator,
+    Cancelled,
+    CancelToken,
+    cancel_scope,
+    drain_results,
+)
 from reasoner.serving.app import create_app, split_for_stream
 from reasoner.serving.service import ServeSettings
 from reasoner.types import Completion, GenerationRequest, SamplingParams
@@ -411,3 +418,32 @@ def test_an_engine_error_reaches_every_caller_of_the_batch() -> None:
         generator.close()
     with pytest.raises(Exception, match="closed"):
         generator.generate(_requests("y"))
+
+
+def test_drain_results_frees_the_engine_only_when_the_consumer_stops_early() -> None:
+    """The delivery loop both engine-backed generators share: every result in arrival order,
+    an error raised, and the early-stop hook run only when results were left undelivered."""
+    events: list[str] = []
+
+    def results(*items: Any) -> queue.SimpleQueue[Any]:
+        q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for item in items:
+            q.put(item)
+        return q
+
+    def drain(q: queue.SimpleQueue[Any], count: int) -> Iterator[tuple[int, list[Completion]]]:
+        return drain_results(
+            q, count, lambda: events.append("unregister"), lambda: events.append("abort")
+        )
+
+    assert [i for i, _ in drain(results((1, []), (0, [])), 2)] == [1, 0]
+    assert events == ["unregister"]
+    events.clear()
+    stream = drain(results((0, []), (1, [])), 2)
+    next(stream)
+    stream.close()
+    assert events == ["unregister", "abort"]
+    events.clear()
+    with pytest.raises(RuntimeError, match="engine died"):
+        list(drain(results((0, []), RuntimeError("engine died")), 2))
+    assert events == ["unregister", "abort"]

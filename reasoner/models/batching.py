@@ -89,6 +89,30 @@ def cancel_scope(token: CancelToken) -> Iterator[CancelToken]:
         current_token.reset(reset)
 
 
+def drain_results(
+    results: queue.SimpleQueue[Any],
+    count: int,
+    unregister: Callable[[], None] | None,
+    stopped_early: Callable[[], object],
+) -> Iterator[tuple[int, list[Completion]]]:
+    """The `count` results an engine thread puts on `results`, as they arrive; an exception put
+    there is raised. Afterwards `unregister` drops the cancel hook, and `stopped_early` runs if
+    the consumer stopped (or an error came) before the last result, to free the engine."""
+    delivered = 0
+    try:
+        while delivered < count:
+            item = results.get()
+            if isinstance(item, BaseException):
+                raise item
+            delivered += 1
+            yield item
+    finally:
+        if unregister is not None:
+            unregister()
+        if delivered < count:
+            stopped_early()
+
+
 @dataclass(eq=False)
 class _Call:
     """One caller's `generate_stream`: its requests and the queue its results arrive on."""
@@ -153,21 +177,13 @@ class BatchingGenerator(Generator):
         token = current_token.get()
         self._inbox.put(call)
         unregister = token.register(lambda: self._cancel(call, token)) if token else None
-        delivered = 0
-        try:
-            while delivered < len(call.requests):
-                item = call.results.get()
-                if isinstance(item, BaseException):
-                    raise item
-                delivered += 1
-                yield item
-        finally:
-            if unregister is not None:
-                unregister()
-            if delivered < len(call.requests) and not call.cancelled:
-                # the consumer stopped early: free the engine of what is left
+
+        def abort_rest() -> None:  # the consumer stopped early: free the engine of what is left
+            if not call.cancelled:
                 call.cancelled = True
                 self._inbox.put(("abort", call))
+
+        yield from drain_results(call.results, len(call.requests), unregister, abort_rest)
 
     def prompt_overflow(self, request: GenerationRequest) -> str | None:
         return self.inner.prompt_overflow(request)

@@ -19,7 +19,7 @@ from reasoner.errors import ModelError
 from reasoner.models import engine_logs
 from reasoner.models.base import Generator, chat_prompt_text
 from reasoner.models.config import ModelConfig
-from reasoner.models.context import context_overflow
+from reasoner.models.context import context_overflow, prompt_token_ids
 from reasoner.models.dtype import resolve_dtype
 from reasoner.models.embedded import cache_dir
 from reasoner.procs import reasoner_children
@@ -157,14 +157,7 @@ def prompt_input(tokenizer: Any, request: GenerationRequest) -> Any:
 
     if request.messages is None:
         return request.prompt
-    ids: Any = tokenizer.apply_chat_template(
-        [{"role": m.role, "content": m.content} for m in request.messages],
-        add_generation_prompt=True,
-        tokenize=True,
-    )
-    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-        ids = ids["input_ids"]
-    return TokensPrompt(prompt_token_ids=list(ids))
+    return TokensPrompt(prompt_token_ids=prompt_token_ids(tokenizer, request))
 
 
 def sampling_params(request: GenerationRequest, **extra: Any) -> Any:

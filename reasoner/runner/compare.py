@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from reasoner.config import EvalConfig, build_config, config_file, load_yaml
+from reasoner.config import EvalConfig, build_config, config_file, flag_overrides, load_yaml
 from reasoner.errors import ConfigError
 from reasoner.models import Generator, engine_logs, load_generator
 from reasoner.runner.evaluate import plan_eval, run_eval
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         ("strategy.budget_tokens", args.budget_tokens),
         ("strategy.budget_calls", args.budget_calls),
     ]
-    overrides = [f"{k}={json.dumps(v)}" for k, v in pairs if v is not None] + list(args.set)
+    overrides = flag_overrides(pairs) + list(args.set)
     files = run_compare(args.configs, overrides, Path(args.out))
     print(files.markdown.read_text())
     print(f"wrote {files.markdown}, {files.csv}, {len(files.plots)} plots")

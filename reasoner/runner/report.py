@@ -54,8 +54,8 @@ class ReportFiles:
 def load_run(path: Path) -> Run:
     if not path.is_dir():
         raise ReportError(f"{path}: not a run folder (no such directory)")
-    summary = _read_json(path / "summary.json")
-    config = _read_yaml(path / "config.yaml")
+    summary = _read_mapping(path / "summary.json")
+    config = _read_mapping(path / "config.yaml")
     try:
         rows = read_results(path)
     except RunFolderError as exc:
@@ -63,25 +63,18 @@ def load_run(path: Path) -> Run:
     return Run(path=path, config=config, summary=summary, rows=rows)
 
 
-def _read_json(file: Path) -> dict[str, Any]:
+def _read_mapping(file: Path) -> dict[str, Any]:
+    """A run folder's summary.json or config.yaml, which must hold a mapping; what is wrong
+    with it is named."""
     text = _read_text(file)
+    kind = "JSON" if file.suffix == ".json" else "YAML"
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{file}: not valid JSON ({exc})") from exc
+        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ReportError(f"{file}: not valid {kind} ({exc})") from exc
     if not isinstance(data, dict):
-        raise ReportError(f"{file}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _read_yaml(file: Path) -> dict[str, Any]:
-    text = _read_text(file)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ReportError(f"{file}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ReportError(f"{file}: expected a mapping, got {type(data).__name__}")
+        expected = "a JSON object" if kind == "JSON" else "a mapping"
+        raise ReportError(f"{file}: expected {expected}, got {type(data).__name__}")
     return data
 
 

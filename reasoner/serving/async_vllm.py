@@ -21,7 +21,7 @@ from typing import Any
 
 from reasoner.errors import ModelError
 from reasoner.models.base import Generator
-from reasoner.models.batching import Cancelled, current_token
+from reasoner.models.batching import Cancelled, current_token, drain_results
 from reasoner.models.config import ModelConfig
 from reasoner.models.context import context_overflow
 from reasoner.models.dtype import resolve_dtype
@@ -101,19 +101,8 @@ class AsyncVLLMGenerator(Generator):
                 results.put(Cancelled(token.reason))
 
             unregister = token.register(cancel)
-        delivered = 0
-        try:
-            while delivered < len(requests):
-                item = results.get()
-                if isinstance(item, BaseException):
-                    raise item
-                delivered += 1
-                yield item
-        finally:
-            if unregister is not None:
-                unregister()
-            if delivered < len(requests):
-                future.cancel()  # AsyncLLM aborts the engine requests of cancelled tasks
+        # AsyncLLM aborts the engine requests of a cancelled task
+        yield from drain_results(results, len(requests), unregister, future.cancel)
 
     async def _run(
         self, requests: list[GenerationRequest], results: queue.SimpleQueue[Any]

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import os
 import signal
 import sys
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from reasoner.config import build_config, config_file, load_yaml
+from reasoner.config import (
+    add_config_options,
+    add_model_options,
+    flag_overrides,
+    load_config,
+    model_flags,
+)
 from reasoner.errors import ConfigError
 from reasoner.models.config import ModelConfig
+from reasoner.serving.service import ServeLimits, ServeSettings
 
 #: environment variables an API key is read from when --api-key is not given, in this order
 API_KEY_ENV = ("REASONER_API_KEY", "VLLM_API_KEY")
 
 
-class ServeConfig(BaseModel):
+class ServeConfig(ServeLimits):
     """The model to load and how to serve it; flags, `--config` YAML and `--set` feed it."""
 
-    model_config = ConfigDict(extra="forbid")
     #: the model and the backend that serves it
     model: ModelConfig = ModelConfig()
     #: the address to bind (non-loopback without an api_key warns)
@@ -31,22 +36,6 @@ class ServeConfig(BaseModel):
     #: the port to listen on
     port: int = Field(8000, ge=0, le=65535)
     served_model_name: str | None = None  # default: model.name
-    #: the strategy of a request that names none
-    default_strategy: str = "greedy"
-    #: the verifier of a request that names none
-    default_verifier: str = "math"
-    #: max_tokens of a request that sets none
-    default_max_tokens: int = Field(512, ge=1)
-    #: the largest n a request may ask for (400 above it)
-    max_n: int = Field(64, ge=1)
-    #: seconds a request may run before it is cancelled
-    request_timeout_s: float = Field(600.0, gt=0)
-    #: requests served at once; more wait
-    max_concurrent_requests: int = Field(256, ge=1)
-    #: seconds a verifier may take per check
-    verifier_timeout_s: float = Field(10.0, gt=0)
-    #: how long concurrent requests are gathered into one engine batch
-    batch_window_ms: float = Field(5.0, ge=0)
     #: uvicorn's log level
     log_level: str = "warning"
     api_key: str | None = None  # default: $REASONER_API_KEY, else $VLLM_API_KEY
@@ -59,17 +48,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Flags override --config; --set overrides both. Requests pick a strategy "
         'with extra fields, e.g. {"strategy": "self-consistency", "n": 8, "verifier": "math"}.',
     )
-    p.add_argument("--config", help="a YAML ServeConfig")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override, e.g. model.tensor_parallel_size=2 (repeatable)",
-    )
-    p.add_argument("--model", help="embedded alias, local folder, .gguf file or hub id")
-    p.add_argument("--backend", choices=["auto", "vllm", "transformers", "openai"])
-    p.add_argument("--base-url", help="put strategies in front of another OpenAI server")
+    add_config_options(p, "ServeConfig", "model.tensor_parallel_size=2")
+    add_model_options(p, "put strategies in front of another OpenAI server")
     p.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help="default 8000")
     p.add_argument("--served-model-name", help="the name clients send as `model`")
@@ -87,9 +67,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     pairs: list[tuple[str, Any]] = [
-        ("model.name", args.model),
-        ("model.backend", args.backend),
-        ("model.base_url", args.base_url),
+        *model_flags(args),
         ("model.max_model_len", args.max_model_len),
         ("model.dtype", args.dtype),
         ("model.tensor_parallel_size", args.tensor_parallel_size),
@@ -100,14 +78,11 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         ("default_max_tokens", args.max_tokens),
         ("api_key", args.api_key),
     ]
-    return [f"{key}={json.dumps(value)}" for key, value in pairs if value is not None]
+    return flag_overrides(pairs)
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:
-    path = config_file(args.config) if args.config else None
-    base = load_yaml(path) if path else {}
-    source = str(path) if path else "command line"
-    config = build_config(ServeConfig, base, _overrides(args) + args.set, source=source)
+    config = load_config(ServeConfig, args.config, _overrides(args) + args.set)
     if config.api_key is None:
         from_env = next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
         config = config.model_copy(update={"api_key": from_env})
@@ -135,24 +110,11 @@ def exposure_warning(config: ServeConfig) -> str | None:
     )
 
 
-def settings_for(config: ServeConfig) -> Any:
-    from reasoner.serving.service import ServeSettings
-
+def settings_for(config: ServeConfig) -> ServeSettings:
     name = config.served_model_name or config.model.name
     aliases = [config.model.name] if config.model.name != name else []
-    return ServeSettings(
-        served_model_name=name,
-        aliases=aliases,
-        default_strategy=config.default_strategy,
-        default_verifier=config.default_verifier,
-        default_max_tokens=config.default_max_tokens,
-        max_n=config.max_n,
-        request_timeout_s=config.request_timeout_s,
-        max_concurrent_requests=config.max_concurrent_requests,
-        verifier_timeout_s=config.verifier_timeout_s,
-        batch_window_ms=config.batch_window_ms,
-        api_key=config.api_key,
-    )
+    limits = config.model_dump(include=set(ServeLimits.model_fields))
+    return ServeSettings(served_model_name=name, aliases=aliases, **limits)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,23 +33,37 @@ from reasoner.verifiers import VERIFIERS, Verifier
 from reasoner.verifiers import load as load_verifier
 
 
-class ServeSettings(BaseModel):
-    """The server's side of every request: defaults and limits."""
+class ServeLimits(BaseModel):
+    """The defaults and limits a server applies to every request: what `reasoner serve`'s config
+    (ServeConfig) and the app's settings (ServeSettings) share, declared once."""
 
     model_config = ConfigDict(extra="forbid")
-    served_model_name: str
-    #: other names a request may use for the model (the model's path, its alias)
-    aliases: list[str] = []
+    #: the strategy of a request that names none
     default_strategy: str = "greedy"
+    #: the verifier of a request that names none
     default_verifier: str = "math"
+    #: max_tokens of a request that sets none
     default_max_tokens: int = Field(512, ge=1)
+    #: the largest n a request may ask for (400 above it)
     max_n: int = Field(64, ge=1)
+    #: seconds a request may run before it is cancelled
     request_timeout_s: float = Field(600.0, gt=0)
+    #: requests served at once; more wait
     max_concurrent_requests: int = Field(256, ge=1)
+    #: seconds a verifier may take per check
     verifier_timeout_s: float = Field(10.0, gt=0)
+    #: how long concurrent requests are gathered into one engine batch
     batch_window_ms: float = Field(5.0, ge=0)
     #: clients must send `Authorization: Bearer <api_key>` on /v1/* (None: no check)
     api_key: str | None = None
+
+
+class ServeSettings(ServeLimits):
+    """The server's side of every request: the model's names, defaults and limits."""
+
+    served_model_name: str
+    #: other names a request may use for the model (the model's path, its alias)
+    aliases: list[str] = []
 
 
 class RequestError(ReasonerError):

@@ -11,6 +11,7 @@ import json
 import sys
 from typing import Any
 
+from reasoner.config import add_config_options, flag_overrides
 from reasoner.errors import ReasonerError
 
 
@@ -23,14 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "config; re-running with the same --out resumes from the last checkpoint.",
     )
     p.add_argument("stage", choices=["sft", "dpo", "zo", "reward"])
-    p.add_argument("--config", help="a YAML file, or the name of one in configs/")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override, e.g. train.max_steps=20 or data.runs=[runs/a] (repeatable)",
-    )
+    add_config_options(p, "stage config", "train.max_steps=20 or data.runs=[runs/a]")
     p.add_argument("--model", help="base model: embedded alias, local folder or hub id")
     p.add_argument("--out", help="training run folder; an existing one is resumed")
     p.add_argument("--no-progress", action="store_true")
@@ -40,7 +34,7 @@ def overrides(args: argparse.Namespace) -> list[str]:
     pairs: list[tuple[str, Any]] = [("model.name", args.model), ("out", args.out)]
     if args.no_progress:
         pairs.append(("progress", False))
-    return [f"{k}={json.dumps(v)}" for k, v in pairs if v is not None] + list(args.set)
+    return flag_overrides(pairs) + list(args.set)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -458,6 +458,37 @@ def check_heldout(records: Sequence[Record], eval_records: Sequence[Record] | No
         )
 
 
+@dataclass(frozen=True)
+class StageRecords:
+    """What a training stage trains and evaluates on."""
+
+    train: list[Record]
+    eval: list[Record] | None
+    #: the `data:` section the train records came from, for the manifest; None: handed in
+    source: dict[str, Any] | None
+
+
+def stage_records(
+    kind: str,
+    data: DataSettings,
+    eval_data: DataSettings | None,
+    records: Sequence[Record] | None = None,
+    eval_records: Sequence[Record] | None = None,
+) -> StageRecords:
+    """A stage's records: those handed in, else those `data` / `eval_data` name, checked for
+    the columns `kind` reads. Eval records that share a question with the train records are
+    refused here, before the run folder exists, so a corrected config can use the same --out."""
+    source = None if records is not None else data.model_dump(mode="json")
+    train = list(records) if records is not None else records_from_settings(kind, data)
+    check_records(train, kind, "records")
+    if eval_records is None and eval_data is not None:
+        eval_records = records_from_settings(kind, eval_data)
+    if eval_records is not None:
+        check_records(eval_records, kind, "eval records")
+    check_heldout(train, eval_records)
+    return StageRecords(train, None if eval_records is None else list(eval_records), source)
+
+
 def records_sha256(records: Sequence[Record]) -> str:
     """One digest over the records as trained on, for the manifest."""
     digest = hashlib.sha256()

@@ -15,8 +15,7 @@ from typing import Any
 
 from reasoner.training.config import DPOConfig
 from reasoner.training.data import Record
-from reasoner.training.policy import Policy, lora_config
-from reasoner.training.trainer_stage import run_trainer_stage
+from reasoner.training.trainer_stage import TRLTrainer, run_trainer_stage
 
 
 def dpo_loss_settings(config: DPOConfig) -> dict[str, Any]:
@@ -34,22 +33,9 @@ def train_dpo(
     """Train (or resume) and return the adapter folder. `records` (prompt/chosen/rejected)
     replace `config.data`; `out` replaces `config.out`."""
 
-    def build(policy: Policy, arguments: dict[str, Any], train_ds: Any, eval_ds: Any) -> Any:
-        from trl import DPOConfig as TRLDPOConfig
-        from trl import DPOTrainer
-
-        args = TRLDPOConfig(**arguments, beta=config.beta, **dpo_loss_settings(config))
-        return DPOTrainer(
-            model=policy.model,
-            args=args,
-            train_dataset=train_ds,
-            eval_dataset=eval_ds,
-            processing_class=policy.tokenizer,
-            peft_config=None if config.model.adapter else lora_config(config.lora),
-        )
-
+    trainer = TRLTrainer("DPO", {"beta": config.beta, **dpo_loss_settings(config)})
     hint = (
         f"Lower train.learning_rate (now {config.train.learning_rate:g}) or raise beta (now "
         f"{config.beta:g}) and start a new run folder (out)."
     )
-    return run_trainer_stage(config, build, hint, records, eval_records, out)
+    return run_trainer_stage(config, trainer, records, eval_records, out, hint)

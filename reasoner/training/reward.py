@@ -22,8 +22,8 @@ from reasoner.errors import DatasetError
 from reasoner.models.dtype import resolve_dtype
 from reasoner.training.config import PolicySettings, RewardConfig
 from reasoner.training.data import Record
-from reasoner.training.policy import Policy, lora_config
-from reasoner.training.trainer_stage import run_trainer_stage
+from reasoner.training.policy import Policy
+from reasoner.training.trainer_stage import TRLTrainer, run_trainer_stage
 
 
 def load_reward_model(settings: PolicySettings) -> Policy:
@@ -64,30 +64,10 @@ def train_reward(
     """Train (or resume) and return the adapter folder. `records` (prompt/chosen/rejected)
     replace `config.data`; `out` replaces `config.out`."""
 
-    def build(policy: Policy, arguments: dict[str, Any], train_ds: Any, eval_ds: Any) -> Any:
-        from trl import RewardConfig as TRLRewardConfig
-        from trl import RewardTrainer
-
-        args = TRLRewardConfig(
-            **arguments, center_rewards_coefficient=config.center_rewards_coefficient
-        )
-        return RewardTrainer(
-            model=policy.model,
-            args=args,
-            train_dataset=train_ds,
-            eval_dataset=eval_ds,
-            processing_class=policy.tokenizer,
-            peft_config=None if config.model.adapter else lora_config(config.lora, "SEQ_CLS"),
-        )
-
-    hint = (
-        f"Lower train.learning_rate (now {config.train.learning_rate:g}) and start a new run "
-        "folder (out)."
-    )
+    settings = {"center_rewards_coefficient": config.center_rewards_coefficient}
     return run_trainer_stage(
         config,
-        build,
-        hint,
+        TRLTrainer("Reward", settings, task_type="SEQ_CLS"),
         records,
         eval_records,
         out,

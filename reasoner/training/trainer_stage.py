@@ -2,7 +2,7 @@
 
 The trainer's own checkpoints (`save_steps`) are what a killed run resumes from; a callback
 appends each logged step to metrics.jsonl and stops a diverging run. What differs between the
-stages is only which TRL trainer is built, which `build_trainer` does.
+stages is only which TRL trainer is built and with which settings, which `TRLTrainer` says.
 """
 
 from __future__ import annotations
@@ -11,23 +11,19 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reasoner.models.dtype import resolve_dtype
 from reasoner.training.config import DPOConfig, PolicySettings, RewardConfig, SFTConfig
-from reasoner.training.data import (
-    Record,
-    check_heldout,
-    check_records,
-    records_from_settings,
-    write_training_questions,
-)
+from reasoner.training.data import Record, stage_records, write_training_questions
 from reasoner.training.divergence import DivergenceGuard, TrainingDiverged
 from reasoner.training.policy import (
     Policy,
     adapter_sha256,
     load_policy,
+    lora_config,
     training_manifest,
     use_cuda,
 )
@@ -44,7 +40,6 @@ CHECKPOINT_DONE = "trainer_state.json"  # the Trainer writes it last
 # logged once at the end of train(): a summary, not a step
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second")
 
-BuildTrainer = Callable[[Policy, dict[str, Any], Any, Any], Any]
 LoadModel = Callable[[PolicySettings], Policy]
 PrepareRecords = Callable[[Sequence[Record]], list[Record]]
 TrainerConfig = SFTConfig | DPOConfig | RewardConfig
@@ -109,18 +104,54 @@ def trainer_arguments(
     )
 
 
+@dataclass(frozen=True)
+class TRLTrainer:
+    """The TRL trainer a stage runs: `{name}Trainer` with `{name}Config(**arguments,
+    **settings)`. Named rather than imported, so trl loads only when a stage trains."""
+
+    name: str  # "SFT", "DPO", "Reward"
+    settings: dict[str, Any] = field(default_factory=dict)  # the stage's own TRL config fields
+    task_type: str = "CAUSAL_LM"  # of a fresh LoRA (SEQ_CLS for a reward head)
+
+    def build(
+        self,
+        config: TrainerConfig,
+        policy: Policy,
+        arguments: dict[str, Any],
+        train_ds: Any,
+        eval_ds: Any,
+    ) -> Any:
+        import trl
+
+        return getattr(trl, f"{self.name}Trainer")(
+            model=policy.model,
+            args=getattr(trl, f"{self.name}Config")(**arguments, **self.settings),
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            processing_class=policy.tokenizer,
+            # a loaded adapter (model.adapter) is trained as it is; otherwise a fresh LoRA
+            peft_config=None if config.model.adapter else lora_config(config.lora, self.task_type),
+        )
+
+
 def run_trainer_stage(
     config: TrainerConfig,
-    build_trainer: BuildTrainer,
-    hint: str,
+    trainer_spec: TRLTrainer,
     records: Sequence[Record] | None,
     eval_records: Sequence[Record] | None,
     out: str | Path | None,
+    hint: str | None = None,
     load_model: LoadModel = load_policy,
     prepare: PrepareRecords = list,
 ) -> Path:
     """Train (or resume, or return the finished result of) one SFT/DPO/reward run; the adapter
-    path. `load_model` builds the model to train, `prepare` rewrites the records it sees."""
+    path. `hint` is what a diverging run's error advises (default: a lower learning rate),
+    `load_model` builds the model to train, `prepare` rewrites the records it sees."""
+    if hint is None:
+        hint = (
+            f"Lower train.learning_rate (now {config.train.learning_rate:g}) and start a new run "
+            "folder (out)."
+        )
     import datasets
 
     run = TrainingRun(out or config.out or default_out(config.stage))
@@ -128,26 +159,17 @@ def run_trainer_stage(
     if run.finished:
         run.prepare(dumped)
         return run.result()
-    source = None if records is not None else config.data.model_dump(mode="json")
     kind = record_kind(config.stage)
-    records = list(records) if records is not None else records_from_settings(kind, config.data)
-    check_records(records, kind, "records")
-    if eval_records is None and config.eval_data is not None:
-        eval_records = records_from_settings(kind, config.eval_data)
-    if eval_records is not None:
-        check_records(eval_records, kind, "eval records")
-    # refused before the run folder exists, so a corrected config can use the same --out
-    check_heldout(records, eval_records)
+    data = stage_records(kind, config.data, config.eval_data, records, eval_records)
     run.prepare(dumped)
-    write_training_questions(run.path, records)
-    records = prepare(records)
-    eval_records = None if eval_records is None else prepare(eval_records)
+    write_training_questions(run.path, data.train)
+    records = prepare(data.train)
+    eval_records = None if data.eval is None else prepare(data.eval)
     policy = load_model(config.model)
-    run.write_manifest(
-        training_manifest(
-            config.stage, policy, config.model, records, eval_records, source, config.train.seed
-        )
+    manifest = training_manifest(
+        config.stage, policy, config.model, records, eval_records, data.source, config.train.seed
     )
+    run.write_manifest(manifest)
     remove_incomplete(run.checkpoints, CHECKPOINT_DONE, CHECKPOINT_PREFIX)
     done = complete_checkpoints(run.checkpoints, CHECKPOINT_DONE, CHECKPOINT_PREFIX)
     resume_step, resume_from = done[-1] if done else (0, None)
@@ -162,7 +184,7 @@ def run_trainer_stage(
         else datasets.Dataset.from_list([_columns(r, kind) for r in eval_records])
     )
     arguments = trainer_arguments(config, run.checkpoints, eval_ds is not None)
-    trainer = build_trainer(policy, arguments, train_ds, eval_ds)
+    trainer = trainer_spec.build(config, policy, arguments, train_ds, eval_ds)
     trainer.add_callback(recording_callback(run.metrics, guard))
     started = time.perf_counter()
     try:

@@ -24,13 +24,7 @@ from tqdm import tqdm
 
 from reasoner.errors import ConfigError, ReasonerError
 from reasoner.training.config import ZOConfig
-from reasoner.training.data import (
-    Record,
-    check_heldout,
-    check_records,
-    records_from_settings,
-    write_training_questions,
-)
+from reasoner.training.data import Record, stage_records, write_training_questions
 from reasoner.training.divergence import DivergenceGuard, TrainingDiverged
 from reasoner.training.policy import (
     Policy,
@@ -211,21 +205,14 @@ def train_zo(
     if run.finished:
         run.prepare(dumped)
         return run.result()
-    source = None if records is not None else config.data.model_dump(mode="json")
-    records = list(records) if records is not None else records_from_settings(kind, config.data)
-    check_records(records, kind, "records")
-    if eval_records is None and config.eval_data is not None:
-        eval_records = records_from_settings(kind, config.eval_data)
-    if eval_records is not None:
-        check_records(eval_records, kind, "eval records")
-    # refused before the run folder exists, so a corrected config can use the same --out
-    check_heldout(records, eval_records)
+    data = stage_records(kind, config.data, config.eval_data, records, eval_records)
+    records, eval_records = data.train, data.eval
     run.prepare(dumped)
     write_training_questions(run.path, records)
     t = config.train
     policy = load_policy(config.model, purpose="zo")  # float32 for auto; bf16 is refused
     run.write_manifest(
-        training_manifest("zo", policy, config.model, records, eval_records, source, t.seed)
+        training_manifest("zo", policy, config.model, records, eval_records, data.source, t.seed)
     )
     model, named = trainable(policy, config)
     device = named[0][1].device
