@@ -150,7 +150,7 @@ def build_scorer(settings: ScorerSettings | None, generator: Generator) -> Verif
     if settings is None:
         return None
     options = dict(settings.options)
-    if settings.name == "judge":
+    if VERIFIERS[settings.name].needs_generator:
         options.setdefault("generator", generator)
     return load_verifier(settings.name, **options)
 
@@ -226,9 +226,7 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
         if config.ray is not None:  # checks run as Ray tasks across the cluster
             from reasoner.scale.verifiers import ray_verifier
 
-            verifier = ray_verifier(
-                plan.verifier, config.verifier or "", config.ray, config.verifier_timeout_s
-            )
+            verifier = ray_verifier(plan.verifier, config.ray)
         try:
             fitting, oversized = split_oversized(plan, pending, generator)
             for trace in oversized:
