@@ -80,8 +80,8 @@ class RayVerifier(Verifier):
 
 
 def ray_verifier(local: Verifier, settings: RaySettings) -> Verifier:
-    """`local` itself where it must stay in the driver (ray.local_verifiers), else Ray tasks
-    that build the same verifier by name, with its timeout."""
-    if local.name in settings.local_verifiers:
+    """`local` itself where it must stay in the driver (it holds a generator, or is named in
+    ray.local_verifiers), else Ray tasks that build the same verifier by name, with its timeout."""
+    if local.needs_generator or local.name in settings.local_verifiers:
         return local
     return RayVerifier(local, local.name, {"timeout_s": local.timeout_s}, settings)
