@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasoner.config import build_config, config_file, load_yaml
-from reasoner.errors import ConfigError
+from reasoner.errors import ConfigError, unknown_choice
 from reasoner.models.config import ModelConfig
 
 #: environment variables an API key is read from when --api-key is not given, in this order
@@ -161,9 +161,9 @@ def run(args: argparse.Namespace) -> int:
     from reasoner.verifiers import VERIFIERS
 
     if config.default_strategy not in STRATEGIES:
-        raise ConfigError(f"default_strategy {config.default_strategy!r} is not a strategy")
+        raise ConfigError(unknown_choice("default_strategy", config.default_strategy, STRATEGIES))
     if config.default_verifier not in VERIFIERS:
-        raise ConfigError(f"default_verifier {config.default_verifier!r} is not a verifier")
+        raise ConfigError(unknown_choice("default_verifier", config.default_verifier, VERIFIERS))
 
     import uvicorn
 
