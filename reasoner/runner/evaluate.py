@@ -119,7 +119,7 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
     if strategy.needs_scorer_for(strategy_config) and settings.scorer is None:
         raise ConfigError(
             f"strategy {strategy.name!r} ranks candidates and needs strategy.scorer "
-            f"(e.g. strategy.scorer.name=judge); valid scorers: {', '.join(sorted(VERIFIERS))}"
+            f"(e.g. strategy.scorer.name=judge); valid scorers: {', '.join(VERIFIERS.names())}"
         )
     resolved = config.model_copy(
         update={

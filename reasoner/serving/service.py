@@ -194,7 +194,7 @@ class ChatService:
             if strategy.needs_scorer:
                 raise RequestError(
                     f"strategy {strategy.name!r} ranks candidates and needs a `scorer` "
-                    f"(one of: {', '.join(sorted(VERIFIERS))})",
+                    f"(one of: {', '.join(VERIFIERS.names())})",
                     "scorer",
                 )
             return None
