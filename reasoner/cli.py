@@ -247,10 +247,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _load_verifier(name: str, timeout_s: float, options: list[str]) -> Any:
-    """`--option` values are YAML-typed; a judge's `model`/`base_url` become its Generator."""
+    """`--option` values are YAML-typed; a verifier that needs a generator (a judge) gets one
+    built from its `model`/`base_url` options."""
     import yaml
 
-    from reasoner.verifiers import load
+    from reasoner.verifiers import VERIFIERS, load
 
     kwargs: dict[str, Any] = {"timeout_s": timeout_s}
     for item in options:
@@ -258,7 +259,7 @@ def _load_verifier(name: str, timeout_s: float, options: list[str]) -> Any:
         if not sep or not key:
             raise ReasonerError(f"--option {item!r} is not of the form KEY=VALUE")
         kwargs[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    if name == "judge":
+    if VERIFIERS[name].needs_generator:
         from reasoner.models import ModelConfig, load_generator
 
         config = ModelConfig(

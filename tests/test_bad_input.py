@@ -455,3 +455,23 @@ def test_a_client_that_disconnects_has_its_engine_call_cancelled() -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("default_strategy=beam", "unknown default_strategy 'beam'; choose one of: beam-search"),
+        ("default_verifier=maths", "unknown default_verifier 'maths'; choose one of: choice"),
+    ],
+)
+def test_serve_names_the_valid_defaults_before_loading_a_model(
+    override: str, expected: str
+) -> None:
+    import argparse
+
+    from reasoner.serving import cli as serve
+
+    parser = argparse.ArgumentParser()
+    serve.add_parser(parser.add_subparsers(dest="command"))
+    with pytest.raises(ConfigError, match=expected):
+        serve.run(parser.parse_args(["serve", "--set", override]))

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,25 +40,68 @@ def test_yaml_config_errors_name_the_file(tmp_path: Path) -> None:
     assert str(path) in str(info.value) and "model.nmae" in str(info.value)
 
 
-def test_shipped_configs_are_valid() -> None:
-    """Eval, training-stage and loop configs, each checked by the command that reads it."""
-    from reasoner.loops.config import IterateConfig
-    from reasoner.training.config import load_stage_config
+def _names(data: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """(kind, name) of every part a config picks by name, anywhere in its validated dump."""
+    if isinstance(data, dict):
+        if key in ("strategy", "scorer") and isinstance(data.get("name"), str):
+            yield key, data["name"]
+        for inner_key, value in data.items():
+            yield from _names(value, inner_key)
+    elif isinstance(data, list):
+        for value in data:
+            yield from _names(value)
+    elif key.endswith("_prompt") and isinstance(data, str):  # e.g. a strategy's cot_prompt
+        yield "prompt", data
+    elif key in ("verifier", "benchmark", "stage", "prompt") and isinstance(data, str):
+        yield key, data
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+
+def test_shipped_configs_are_valid_and_their_names_resolve() -> None:
+    """Eval, training-stage and loop configs, each checked by the command that reads it; every
+    strategy, scorer, verifier, benchmark, prompt and trainer they name is registered (the
+    registries are not patched here, so a missing entry fails)."""
+    from reasoner.loops.config import IterateConfig
+    from reasoner.prompts import available_prompts
+    from reasoner.resources import asset_dir
+    from reasoner.runner.benchmarks import available_benchmarks, load_benchmark
+    from reasoner.strategies import STRATEGIES
+    from reasoner.training import TRAINERS
+    from reasoner.training.config import load_stage_config
+    from reasoner.verifiers import VERIFIERS
+
+    registered = {
+        "strategy": set(STRATEGIES),
+        "scorer": set(VERIFIERS),
+        "verifier": set(VERIFIERS),
+        "benchmark": set(available_benchmarks()),
+        "stage": set(TRAINERS),
+        "prompt": set(available_prompts()),
+    }
     kinds = set()
-    for path in root.glob("*.yaml"):
+    named: set[tuple[str, str]] = set()
+    paths = sorted(asset_dir("configs").glob("*.yaml"))  # the folder the package ships
+    for path in paths:
         data = load_yaml(path)
+        config: Any
         if "rounds" in data:
-            build_config(IterateConfig, data, source=str(path))
+            config = build_config(IterateConfig, data, source=str(path))
             kinds.add("iterate")
         elif "stage" in data:
-            load_stage_config(data["stage"], str(path))
+            config = load_stage_config(data["stage"], str(path))
             kinds.add("train")
         else:
-            build_config(EvalConfig, data, source=str(path))
+            config = build_config(EvalConfig, data, source=str(path))
             kinds.add("eval")
+        for kind, name in _names(config.model_dump(mode="json")):
+            named.add((kind, name))
+            assert name in registered[kind], f"{path.name}: {kind} {name!r} is not registered"
     assert kinds == {"eval", "train", "iterate"}
+    benchmarks = {name for kind, name in named if kind == "benchmark"}
+    for benchmark in benchmarks:  # and the verifier and prompt each of those benchmarks uses
+        spec = load_benchmark(benchmark)
+        assert spec.verifier in VERIFIERS and spec.prompt in registered["prompt"]
+    # every kind is found in some config, so the walk above cannot pass by finding nothing
+    assert {kind for kind, _ in named} == set(registered)
 
 
 @pytest.mark.parametrize(

@@ -315,14 +315,12 @@ def test_verified_translations_become_sft_records() -> None:
 
 @pytest.mark.slow
 def test_fol_prover_runs_end_to_end_through_run_eval(
-    tmp_path: Path, data_dir: Path, vllm_generator: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, data_dir: Path, vllm_generator: Any
 ) -> None:
-    from reasoner import strategies
     from reasoner.config import EvalConfig, build_config
     from reasoner.runner.evaluate import run_eval
     from reasoner.runner.run_folder import RunFolder
 
-    monkeypatch.setitem(strategies.STRATEGIES, FOLProver.name, FOLProver)
     counting = CountingGenerator(vllm_generator)
     config = build_config(
         EvalConfig,

@@ -14,7 +14,7 @@ from reasoner.prompts import load_prompt
 from reasoner.strategies.base import Budget, StrategyConfig
 from reasoner.strategies.program_aided import ProgramAided
 from reasoner.types import GenerationRequest, Problem, SamplingParams, Trace
-from reasoner.verifiers.code_exec import ProgramAidedMathVerifier
+from reasoner.verifiers.code_exec import ProgramAidedMathVerifier, UnitTestVerifier
 from reasoner.verifiers.math_answer import MathAnswerVerifier
 
 
@@ -134,13 +134,14 @@ def test_usage_is_one_call_and_one_check_per_sample(
         assert trace.usage.completion_tokens == sum(c.completion_tokens for c in completions)
 
 
-def test_the_python_math_verifier_is_refused() -> None:
-    verifier = ProgramAidedMathVerifier(workers=1)
-    try:
-        with pytest.raises(ConfigError, match="`math` verifier"):
-            ProgramAided().run(PROBLEMS, ScriptedGenerator(_script), verifier, _config())
-    finally:
-        verifier.close()
+def test_verifiers_that_run_the_completion_as_code_are_refused() -> None:
+    for verifier in (ProgramAidedMathVerifier(workers=1), UnitTestVerifier()):
+        assert verifier.runs_completion_as_code
+        try:
+            with pytest.raises(ConfigError, match=f"not {verifier.name!r}"):
+                ProgramAided().run(PROBLEMS, ScriptedGenerator(_script), verifier, _config())
+        finally:
+            verifier.close()
 
 
 def test_bad_options_name_the_field() -> None:

@@ -70,3 +70,23 @@ def test_a_problems_requests_stick_to_one_replica_and_problems_spread() -> None:
     assert routing_key(_chat("q", "partial")) == routing_key(_chat("q")) == "q"
     prompt = GenerationRequest(prompt="x" * 600, sampling=SamplingParams())
     assert routing_key(prompt) == "x" * 512
+
+
+def test_ray_verifier_keeps_a_judge_in_the_driver_and_sends_the_rest_with_their_timeout() -> None:
+    from _scripted_generator import ScriptedGenerator
+
+    from reasoner.scale.verifiers import RayVerifier, ray_verifier
+    from reasoner.verifiers.choice import ChoiceVerifier
+    from reasoner.verifiers.judge import LLMJudgeVerifier
+
+    judge = LLMJudgeVerifier(ScriptedGenerator(lambda request, call: ["VERDICT: CORRECT"]))
+    assert ray_verifier(judge, RaySettings()) is judge  # it holds the engine: never rebuilt
+    choice = ChoiceVerifier(timeout_s=3.0)
+    remote = ray_verifier(choice, RaySettings())
+    assert isinstance(remote, RayVerifier)
+    assert (remote.verifier_name, remote.options, remote.timeout_s) == (
+        "choice",
+        (("timeout_s", 3.0),),
+        3.0,
+    )
+    assert ray_verifier(choice, RaySettings(local_verifiers=["choice"])) is choice

@@ -21,7 +21,7 @@ import pytest
 from _counting_generator import CountingGenerator
 
 from reasoner.models.batching import BatchingGenerator
-from reasoner.serving.answers import CHAT_PROMPT, EXTRACTORS, ReferenceFreeVerifier
+from reasoner.serving.answers import CHAT_PROMPT, ReferenceFreeVerifier
 from reasoner.serving.app import create_app
 from reasoner.serving.service import ServeSettings
 from reasoner.strategies import StrategyConfig, load_strategy
@@ -128,7 +128,7 @@ def test_self_consistency_equals_the_strategy_run_directly(
                 )
             ],
             vllm_generator,
-            ReferenceFreeVerifier(verifier, EXTRACTORS["math"]),
+            ReferenceFreeVerifier(verifier),
             StrategyConfig(
                 CHAT_PROMPT, SamplingParams(temperature=0.7, max_tokens=48), n=4, seed=5
             ),

@@ -446,16 +446,11 @@ SEARCH_CONFIGS = {
 
 
 @pytest.mark.parametrize("name", sorted(SEARCH_CONFIGS))
-def test_sample_search_configs_plan(
-    name: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sample_search_configs_plan(name: str, data_dir: Path) -> None:
     from reasoner.config import EvalConfig, build_config, load_yaml
     from reasoner.resources import asset_dir
     from reasoner.runner.evaluate import plan_eval
-    from reasoner.strategies import STRATEGIES
 
-    for strategy in SEARCH_CONFIGS.values():
-        monkeypatch.setitem(STRATEGIES, strategy.name, strategy)
     path = asset_dir("configs") / name
     config = build_config(EvalConfig, load_yaml(path), [f"data_dir={data_dir}"], str(path))
     plan = plan_eval(config)

@@ -131,14 +131,12 @@ def test_without_the_sandbox_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.mark.slow
 def test_z3_program_runs_end_to_end_through_run_eval(
-    tmp_path: Path, data_dir: Path, vllm_generator: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, data_dir: Path, vllm_generator: Any
 ) -> None:
-    from reasoner import strategies
     from reasoner.config import EvalConfig, build_config
     from reasoner.runner.evaluate import run_eval
     from reasoner.runner.run_folder import RunFolder
 
-    monkeypatch.setitem(strategies.STRATEGIES, Z3Program.name, Z3Program)
     counting = CountingGenerator(vllm_generator)
     config = build_config(
         EvalConfig,

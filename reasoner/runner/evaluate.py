@@ -119,7 +119,7 @@ def plan_eval(config: EvalConfig) -> EvalPlan:
     if strategy.needs_scorer_for(strategy_config) and settings.scorer is None:
         raise ConfigError(
             f"strategy {strategy.name!r} ranks candidates and needs strategy.scorer "
-            f"(e.g. strategy.scorer.name=judge); valid scorers: {', '.join(sorted(VERIFIERS))}"
+            f"(e.g. strategy.scorer.name=judge); valid scorers: {', '.join(VERIFIERS.names())}"
         )
     resolved = config.model_copy(
         update={
@@ -150,7 +150,7 @@ def build_scorer(settings: ScorerSettings | None, generator: Generator) -> Verif
     if settings is None:
         return None
     options = dict(settings.options)
-    if settings.name == "judge":
+    if VERIFIERS[settings.name].needs_generator:
         options.setdefault("generator", generator)
     return load_verifier(settings.name, **options)
 
@@ -229,9 +229,7 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
             if config.ray is not None:  # checks run as Ray tasks across the cluster
                 from reasoner.scale.verifiers import ray_verifier
 
-                verifier = ray_verifier(
-                    plan.verifier, config.verifier or "", config.ray, config.verifier_timeout_s
-                )
+                verifier = ray_verifier(plan.verifier, config.ray)
             try:
                 fitting, oversized = split_oversized(plan, pending, generator)
                 for trace in oversized:

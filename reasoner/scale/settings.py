@@ -28,8 +28,9 @@ class RaySettings(BaseModel):
     verifier_cpus: float = Field(1.0, ge=0)
     #: completions per verifier task
     verifier_chunk: int = Field(8, ge=1)
-    #: verifiers checked in the driver process instead (the judge holds the run's engine)
-    local_verifiers: list[str] = ["judge"]
+    #: verifiers checked in the driver process instead; one that needs a generator (the judge
+    #: holds the run's engine) always is
+    local_verifiers: list[str] = []
     #: `local` only: logical CPUs of the private cluster (None: this machine's count)
     num_cpus: int | None = Field(None, ge=1)
     #: `local` only: the object store's size in MiB

@@ -45,6 +45,7 @@ class RayVerifier(Verifier):
         self.settings = settings
         self.max_concurrency = local.max_concurrency
         self.reads_gold = local.reads_gold
+        self.timeout_s = local.timeout_s
         self._remote: Any = None
         #: Ray tasks submitted so far
         self.tasks = 0
@@ -78,11 +79,9 @@ class RayVerifier(Verifier):
         self.local.close()
 
 
-def ray_verifier(
-    local: Verifier, name: str, settings: RaySettings, timeout_s: float = 10.0
-) -> Verifier:
-    """`local` itself where it must stay in the driver (ray.local_verifiers), else Ray tasks
-    that build the same verifier by name."""
-    if name in settings.local_verifiers:
+def ray_verifier(local: Verifier, settings: RaySettings) -> Verifier:
+    """`local` itself where it must stay in the driver (it holds a generator, or is named in
+    ray.local_verifiers), else Ray tasks that build the same verifier by name, with its timeout."""
+    if local.needs_generator or local.name in settings.local_verifiers:
         return local
-    return RayVerifier(local, name, {"timeout_s": timeout_s}, settings)
+    return RayVerifier(local, local.name, {"timeout_s": local.timeout_s}, settings)

@@ -1,28 +1,18 @@
 """What a chat request lacks compared with a benchmark problem, and how a Trace becomes a reply.
 
 A chat has no gold answer, yet self-consistency still needs each sample's final answer to vote
-on. `ReferenceFreeVerifier` extracts it the way the named verifier would, and compares answers
-with that verifier's own equivalence; when the caller does send a reference answer, the real
+on. `ReferenceFreeVerifier` extracts it with the named verifier's `extract_answer`, and compares
+answers with that verifier's own equivalence; when the caller does send a reference answer, the real
 verifier checks against it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from reasoner.prompts import PromptTemplate
 from reasoner.types import ChatMessage, Completion, Problem, Trace, Verdict
 from reasoner.verifiers.base import Verifier
-from reasoner.verifiers.choice import extract_choice
-from reasoner.verifiers.fol.verifier import extract_label
-from reasoner.verifiers.math_answer import extract_answer
-
-#: verifiers whose final answer can be read off a completion without a reference answer
-EXTRACTORS: dict[str, Callable[[str], str | None]] = {
-    "math": extract_answer,
-    "choice": extract_choice,
-    "fol": extract_label,
-}
 
 
 class ReferenceFreeVerifier(Verifier):
@@ -31,20 +21,20 @@ class ReferenceFreeVerifier(Verifier):
 
     name = "reference-free"
 
-    def __init__(self, inner: Verifier, extractor: Callable[[str], str | None] | None) -> None:
+    def __init__(self, inner: Verifier) -> None:
         self.inner = inner
-        self.extractor = extractor
         self.max_concurrency = inner.max_concurrency
         self.reads_gold = inner.reads_gold
+        self.timeout_s = inner.timeout_s
 
     def verify(self, problem: Problem, completion: Completion) -> Verdict:
         if problem.answer is not None:
             return self.inner.verify(problem, completion)
-        if self.extractor is None:
+        if not self.inner.can_extract_answers():
             return Verdict(
                 "error", 0.0, f"verifier {self.inner.name!r} needs a reference answer (`answer`)"
             )
-        answer = self.extractor(completion.text)
+        answer = self.inner.extract_answer(completion.text)
         details = {"extracted": answer, "reference": None}
         feedback = "no reference answer: the answer was extracted, not checked"
         return Verdict("error", 0.0, feedback, answer, details)

@@ -18,7 +18,7 @@ from reasoner.config import (
     load_config,
     model_flags,
 )
-from reasoner.errors import ConfigError
+from reasoner.errors import ConfigError, unknown_choice
 from reasoner.models.config import ModelConfig
 from reasoner.serving.service import ServeLimits, ServeSettings
 
@@ -123,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
     from reasoner.verifiers import VERIFIERS
 
     if config.default_strategy not in STRATEGIES:
-        raise ConfigError(f"default_strategy {config.default_strategy!r} is not a strategy")
+        raise ConfigError(unknown_choice("default_strategy", config.default_strategy, STRATEGIES))
     if config.default_verifier not in VERIFIERS:
-        raise ConfigError(f"default_verifier {config.default_verifier!r} is not a verifier")
+        raise ConfigError(unknown_choice("default_verifier", config.default_verifier, VERIFIERS))
 
     import uvicorn
 

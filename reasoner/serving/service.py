@@ -20,12 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasoner.errors import ConfigError, ReasonerError, unknown_choice
 from reasoner.models.base import Generator
 from reasoner.prompts import PromptTemplate, load_prompt
-from reasoner.serving.answers import (
-    CHAT_PROMPT,
-    EXTRACTORS,
-    ReferenceFreeVerifier,
-    final_completion,
-)
+from reasoner.serving.answers import CHAT_PROMPT, ReferenceFreeVerifier, final_completion
 from reasoner.serving.protocol import ChatRequest
 from reasoner.strategies import STRATEGIES, Budget, Strategy, StrategyConfig, load_strategy
 from reasoner.types import ChatMessage, GenerationRequest, Problem, SamplingParams, Trace
@@ -199,20 +194,21 @@ class ChatService:
     def _verifier(self, name: str, reference: str | None) -> Verifier:
         if name not in VERIFIERS:
             raise RequestError(unknown_choice("verifier", name, VERIFIERS), "verifier")
-        if reference is None and name not in EXTRACTORS:
+        if reference is None and not VERIFIERS[name].can_extract_answers():
+            readers = [n for n, cls in VERIFIERS.items() if cls.can_extract_answers()]
             raise RequestError(
                 f"verifier {name!r} cannot read an answer without a reference; send `answer`, "
-                f"or use one of: {', '.join(sorted(EXTRACTORS))}",
+                f"or use one of: {', '.join(sorted(readers))}",
                 "verifier",
             )
-        return ReferenceFreeVerifier(self._shared_verifier(name), EXTRACTORS.get(name))
+        return ReferenceFreeVerifier(self._shared_verifier(name))
 
     def _scorer(self, name: str | None, strategy: Strategy) -> Verifier | None:
         if name is None:
             if strategy.needs_scorer:
                 raise RequestError(
                     f"strategy {strategy.name!r} ranks candidates and needs a `scorer` "
-                    f"(one of: {', '.join(sorted(VERIFIERS))})",
+                    f"(one of: {', '.join(VERIFIERS.names())})",
                     "scorer",
                 )
             return None
@@ -224,7 +220,7 @@ class ChatService:
         with self._lock:
             if name not in self._verifiers:
                 kwargs: dict[str, Any] = {"timeout_s": self.settings.verifier_timeout_s}
-                if name == "judge":
+                if VERIFIERS[name].needs_generator:
                     kwargs["generator"] = self.generator  # graded on the served engine
                 try:
                     self._verifiers[name] = load_verifier(name, **kwargs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reasoner.errors import ConfigError, unknown_choice
+from reasoner.registry import Registry
 from reasoner.strategies.base import Budget, Strategy, StrategyConfig, problem_seed
 from reasoner.strategies.beam_search import DVTS, BeamSearch
 from reasoner.strategies.best_of_n import BestOfN
@@ -15,26 +15,31 @@ from reasoner.strategies.self_refine import SelfRefine
 from reasoner.strategies.tot import TreeOfThought
 from reasoner.strategies.z3_program import Z3Program
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    Greedy.name: Greedy,
-    SelfConsistency.name: SelfConsistency,
-    BestOfN.name: BestOfN,
-    SelfRefine.name: SelfRefine,
-    ProgramAided.name: ProgramAided,
-    BeamSearch.name: BeamSearch,
-    DVTS.name: DVTS,
-    TreeOfThought.name: TreeOfThought,
-    MCTS.name: MCTS,
-    FOLProver.name: FOLProver,
-    Z3Program.name: Z3Program,
-    LeanWholeProof.name: LeanWholeProof,
-    LeanBestFirst.name: LeanBestFirst,
-}
+STRATEGIES: Registry[type[Strategy]] = Registry(
+    "strategy",
+    {
+        cls.name: cls
+        for cls in (
+            Greedy,
+            SelfConsistency,
+            BestOfN,
+            SelfRefine,
+            ProgramAided,
+            BeamSearch,
+            DVTS,
+            TreeOfThought,
+            MCTS,
+            FOLProver,
+            Z3Program,
+            LeanWholeProof,
+            LeanBestFirst,
+        )
+    },
+)
 
 __all__ = ["STRATEGIES", "Budget", "Strategy", "StrategyConfig", "load_strategy", "problem_seed"]
 
 
 def load_strategy(name: str) -> Strategy:
-    if name not in STRATEGIES:
-        raise ConfigError(unknown_choice("strategy", name, STRATEGIES))
+    """A ConfigError listing the strategies for an unknown name."""
     return STRATEGIES[name]()

@@ -25,7 +25,7 @@ from reasoner.strategies.n_sample import NSampleStrategy, Part, Pick
 from reasoner.strategies.sampling import majority_pick
 from reasoner.types import Completion, Problem, Step, Verdict
 from reasoner.verifiers.base import Verifier
-from reasoner.verifiers.code_exec import ProgramAidedMathVerifier, extract_program
+from reasoner.verifiers.code_exec import extract_program
 from reasoner.verifiers.sandbox import SandboxLimits, SandboxResult, default_limits, run_in_sandbox
 
 _TAIL_CHARS = 2000
@@ -128,10 +128,11 @@ class ProgramAided(NSampleStrategy[Options]):
         return parts
 
     def prepare(self, verifier: Verifier, config: StrategyConfig) -> None:
-        if isinstance(verifier, ProgramAidedMathVerifier):
+        if verifier.runs_completion_as_code:
             raise ConfigError(
-                "program-aided runs the programs itself and checks what they print: use the "
-                "`math` verifier, not `python-math` (which would run the printed answer as code)"
+                "program-aided runs the programs itself and checks what they print: use a "
+                f"verifier that reads answers such as `math`, not {verifier.name!r} (which "
+                "would run the printed answer as code)"
             )
 
     def verify(

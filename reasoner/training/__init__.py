@@ -14,9 +14,10 @@ returns a model folder instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from reasoner.registry import Registry
 from reasoner.training.config import (
     DPOConfig,
     RewardConfig,
@@ -40,6 +41,12 @@ from reasoner.training.reward import train_reward
 from reasoner.training.sft import train_sft
 from reasoner.training.zo_stage import train_zo
 
+#: Each stage's trainer, by the name a config's `stage:` gives (its config class is
+#: `config.STAGE_CONFIGS[stage]`); each is called as (config, records, out, eval_records).
+TRAINERS: Registry[Callable[..., Path]] = Registry(
+    "training stage", {"sft": train_sft, "dpo": train_dpo, "zo": train_zo, "reward": train_reward}
+)
+
 
 def train_stage(
     config: StageConfig,
@@ -48,16 +55,11 @@ def train_stage(
     eval_records: Sequence[Record] | None = None,
 ) -> Path:
     """The stage `config` is for; see train_sft / train_dpo / train_zo / train_reward."""
-    if isinstance(config, SFTConfig):
-        return train_sft(config, records, out, eval_records)
-    if isinstance(config, DPOConfig):
-        return train_dpo(config, records, out, eval_records)
-    if isinstance(config, RewardConfig):
-        return train_reward(config, records, out, eval_records)
-    return train_zo(config, records, out, eval_records)
+    return TRAINERS[config.stage](config, records, out, eval_records)
 
 
 __all__ = [
+    "TRAINERS",
     "DPOConfig",
     "Record",
     "RewardConfig",

@@ -11,8 +11,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reasoner.config import build_config, load_yaml
-from reasoner.errors import ConfigError, unknown_choice
+from reasoner.errors import ConfigError
 from reasoner.models.embedded import DEFAULT_MODEL
+from reasoner.registry import Registry
 
 Stage = Literal["sft", "dpo", "zo", "reward"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -253,14 +254,11 @@ class ZOConfig(_StageConfig):
 
 
 StageConfig = SFTConfig | DPOConfig | ZOConfig | RewardConfig
-STAGE_CONFIGS: dict[
-    str, type[SFTConfig] | type[DPOConfig] | type[ZOConfig] | type[RewardConfig]
-] = {
-    "sft": SFTConfig,
-    "dpo": DPOConfig,
-    "zo": ZOConfig,
-    "reward": RewardConfig,
-}
+STAGE_CONFIGS: Registry[
+    type[SFTConfig] | type[DPOConfig] | type[ZOConfig] | type[RewardConfig]
+] = Registry(
+    "training stage", {"sft": SFTConfig, "dpo": DPOConfig, "zo": ZOConfig, "reward": RewardConfig}
+)
 
 
 def load_stage_config(
@@ -268,10 +266,9 @@ def load_stage_config(
 ) -> StageConfig:
     """A stage's config from YAML plus dotted overrides; a file written for another stage is
     refused by name rather than by a list of unknown keys."""
-    if stage not in STAGE_CONFIGS:
-        raise ConfigError(unknown_choice("training stage", stage, STAGE_CONFIGS))
+    config_class = STAGE_CONFIGS[stage]  # first: an unknown stage is named before the file
     base = load_yaml(path) if path else {}
     declared = base.get("stage", stage)
     if declared != stage:
         raise ConfigError(f"{path}: a config for stage {declared!r}, not {stage!r}")
-    return build_config(STAGE_CONFIGS[stage], base, overrides, source=path or "command line")
+    return build_config(config_class, base, overrides, source=path or "command line")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reasoner.errors import ConfigError, unknown_choice
+from reasoner.registry import Registry
 from reasoner.verifiers.base import Verifier
 from reasoner.verifiers.choice import ChoiceVerifier
 from reasoner.verifiers.code_exec import ProgramAidedMathVerifier, UnitTestVerifier
@@ -15,23 +15,28 @@ from reasoner.verifiers.math_answer import MathAnswerVerifier
 from reasoner.verifiers.reward import as_reward_fn
 from reasoner.verifiers.reward_model import RewardModelVerifier
 
-# The judge takes a `generator=` and the reward model a `model=` keyword from the caller.
-VERIFIERS: dict[str, type[Verifier]] = {
-    "math": MathAnswerVerifier,
-    "python-math": ProgramAidedMathVerifier,
-    "unit-tests": UnitTestVerifier,
-    "fol": FOLVerifier,
-    "choice": ChoiceVerifier,
-    "lean": LeanVerifier,
-    "judge": LLMJudgeVerifier,
-    "reward-model": RewardModelVerifier,
-}
+# The judge takes a `generator=` (it says so with `needs_generator`) and the reward model a
+# `model=` keyword from the caller; every verifier takes `timeout_s=`.
+VERIFIERS: Registry[type[Verifier]] = Registry(
+    "verifier",
+    {
+        cls.name: cls
+        for cls in (
+            MathAnswerVerifier,
+            ProgramAidedMathVerifier,
+            UnitTestVerifier,
+            FOLVerifier,
+            ChoiceVerifier,
+            LeanVerifier,
+            LLMJudgeVerifier,
+            RewardModelVerifier,
+        )
+    },
+)
 
 
 def load(name: str, **kwargs: Any) -> Verifier:
     """A ConfigError (a ValueError), so a typo in a config reads as a bad value with the fix."""
-    if name not in VERIFIERS:
-        raise ConfigError(unknown_choice("verifier", name, VERIFIERS))
     return VERIFIERS[name](**kwargs)
 
 

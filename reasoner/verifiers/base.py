@@ -22,6 +22,17 @@ class Verifier(ABC):
     #: feedback unless the config says `strategy.oracle: true`. True unless a verifier declares
     #: otherwise: a new checker is assumed to need the answer key until it says it does not.
     reads_gold: bool = True
+    #: Whether the constructor needs a `generator=` (an LLM judge): callers pass the engine of
+    #: the run, server or CLI they are in.
+    needs_generator: ClassVar[bool] = False
+    #: Whether the completion is a program the verifier runs (python-math, unit-tests), not a
+    #: solution whose final answer it reads.
+    runs_completion_as_code: ClassVar[bool] = False
+    #: Seconds one check may take before its verdict is `error`. Every verifier takes it as the
+    #: `timeout_s=` constructor keyword (eval and rescore's `verifier_timeout_s`, the server's
+    #: `verifier_timeout_s`, `reasoner verify --timeout`) and keeps it here; None where the
+    #: verifier does not bound time itself (a judge's engine or an in-process model does).
+    timeout_s: float | None = None
 
     @abstractmethod
     def verify(self, problem: Problem, completion: Completion) -> Verdict:
@@ -36,6 +47,16 @@ class Verifier(ABC):
             return list(pool.map(lambda pc: self.verify(*pc), pairs))
 
     max_concurrency: int = 2
+
+    def extract_answer(self, text: str) -> str | None:
+        """The final answer of a completion, read without a reference answer (what a chat
+        with no gold votes on); None where there is none. The base reads none: a verifier that
+        can overrides this, and `can_extract_answers()` says so before one is built."""
+        return None
+
+    @classmethod
+    def can_extract_answers(cls) -> bool:
+        return cls.extract_answer is not Verifier.extract_answer
 
     def equivalent(self, problem: Problem, a: str, b: str) -> bool:
         """Whether two extracted answers are the same answer (for majority voting)."""

@@ -58,5 +58,8 @@ class ChoiceVerifier(Verifier):
         status: VerdictStatus = "correct" if ok else "incorrect"
         return Verdict(status, float(ok), f"expected ({gold}), got ({chosen})", chosen, details)
 
+    def extract_answer(self, text: str) -> str | None:
+        return extract_choice(text)
+
     def equivalent(self, problem: Problem, a: str, b: str) -> bool:
         return a.strip().strip("()").upper() == b.strip().strip("()").upper()

@@ -71,11 +71,13 @@ class ProgramAidedMathVerifier(Verifier):
 
     name = "python-math"
     max_concurrency = 2
+    runs_completion_as_code = True
 
     def __init__(
         self, limits: SandboxLimits | None = None, timeout_s: float = 10.0, workers: int = 2
     ) -> None:
         self.limits = limits or default_limits()
+        self.timeout_s = timeout_s  # of the printed answer's check; the program has `limits`
         self._math = MathAnswerVerifier(timeout_s=timeout_s, workers=workers)
 
     def verify(self, problem: Problem, completion: Completion) -> Verdict:
@@ -215,12 +217,14 @@ class UnitTestVerifier(Verifier):
 
     name = "unit-tests"
     max_concurrency = 2
+    runs_completion_as_code = True
 
     def __init__(self, limits: SandboxLimits | None = None, timeout_s: float | None = None) -> None:
         """`timeout_s`, where given, is the program's wall-clock limit."""
         self.limits = limits or default_limits()
         if timeout_s is not None:
             self.limits = dataclasses.replace(self.limits, wall_seconds=timeout_s)
+        self.timeout_s = self.limits.wall_seconds
 
     def verify(self, problem: Problem, completion: Completion) -> Verdict:
         try:

@@ -28,14 +28,16 @@ class LLMJudgeVerifier(Verifier):
     name = "judge"
     #: grades without a reference answer when it has none (a blinded problem)
     reads_gold = False
+    needs_generator = True
 
     def __init__(
         self,
         generator: Generator,
         prompt: str | PromptTemplate = "judge",
         max_tokens: int = 256,
-        timeout_s: float | None = None,  # accepted for registry symmetry; the engine bounds time
+        timeout_s: float | None = None,  # the engine bounds time; kept for the contract
     ) -> None:
+        self.timeout_s = timeout_s
         self.generator = generator
         self.prompt = load_prompt(prompt) if isinstance(prompt, str) else prompt
         self.sampling = SamplingParams(temperature=0.0, max_tokens=max_tokens)

@@ -431,6 +431,7 @@ def _same_answer(a: str, b: str) -> bool:
 
 class MathAnswerVerifier(Verifier):
     name = "math"
+    timeout_s: float
 
     def __init__(self, timeout_s: float = 10.0, workers: int = 2) -> None:
         self.timeout_s = timeout_s
@@ -468,6 +469,9 @@ class MathAnswerVerifier(Verifier):
             return Verdict("error", 0.0, feedback, predicted, details)
         status: VerdictStatus = "correct" if same else "incorrect"
         return Verdict(status, float(same), f"expected {gold}, got {predicted}", predicted, details)
+
+    def extract_answer(self, text: str) -> str | None:
+        return extract_answer(text)  # the module's rules, as `verify` reads the completion
 
     def equivalent(self, problem: Problem, a: str, b: str) -> bool:
         """Unknown counts as different: a wrong split costs a vote, a wrong merge can pick

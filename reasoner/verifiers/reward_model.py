@@ -84,8 +84,9 @@ class RewardModelVerifier(Verifier):
         batch_size: int = 8,
         max_length: int = 2048,
         dtype: str = "auto",
-        timeout_s: float | None = None,  # accepted for registry symmetry; scoring is in-process
+        timeout_s: float | None = None,  # scoring is in-process; kept for the contract
     ) -> None:
+        self.timeout_s = timeout_s
         import torch
 
         self.torch = torch

@@ -123,10 +123,16 @@ _DERIVATION = {
 
 class FOLVerifier(Verifier):
     name = "fol"
+    timeout_s: float
 
     def __init__(self, prover: ProverName = "e", timeout_s: float = 10.0) -> None:
         self.prover: ProverName = prover
         self.timeout_s = timeout_s
+
+    def extract_answer(self, text: str) -> str | None:
+        """The label alone: without a gold label there is nothing to prove a formalisation
+        against."""
+        return extract_label(text)
 
     def verify(self, problem: Problem, completion: Completion) -> Verdict:
         try:
