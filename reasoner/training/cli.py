@@ -13,6 +13,7 @@ from typing import Any
 
 from reasoner.config import add_config_options, flag_overrides
 from reasoner.errors import ReasonerError
+from reasoner.training.config import STAGE_CONFIGS
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="A YAML config (--config) and dotted overrides (--set) feed one typed "
         "config; re-running with the same --out resumes from the last checkpoint.",
     )
-    p.add_argument("stage", choices=["sft", "dpo", "zo", "reward"])
+    p.add_argument("stage", choices=STAGE_CONFIGS.names())
     add_config_options(p, "stage config", "train.max_steps=20 or data.runs=[runs/a]")
     p.add_argument("--model", help="base model: embedded alias, local folder or hub id")
     p.add_argument("--out", help="training run folder; an existing one is resumed")
