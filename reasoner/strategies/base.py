@@ -132,6 +132,30 @@ def problem_seed(seed: int, problem_id: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+@dataclass
+class Batch:
+    """One `Strategy.run` call: the problems, what they are run with, and the traces of the
+    problems finished so far. `finish` hands a trace to `on_trace` at once, which is what lets
+    the runner append it to disk before the rest of the batch is done."""
+
+    problems: Sequence[Problem]
+    generator: Generator
+    verifier: Verifier
+    config: StrategyConfig
+    on_trace: TraceCallback | None = None
+    finished: dict[int, Trace] = field(default_factory=dict)
+
+    def finish(self, index: int, trace: Trace) -> None:
+        """Record problem `index`'s trace and hand it to `on_trace`."""
+        self.finished[index] = trace
+        if self.on_trace is not None:
+            self.on_trace(trace)
+
+    def traces(self) -> list[Trace]:
+        """The finished traces in problem order."""
+        return [self.finished[index] for index in sorted(self.finished)]
+
+
 class Strategy(ABC):
     name: ClassVar[str]
     default_temperature: ClassVar[float]
@@ -150,7 +174,6 @@ class Strategy(ABC):
         the model actually saw (a strategy with its own prompt does not use the benchmark's)."""
         return [config.prompt]
 
-    @abstractmethod
     def run(
         self,
         problems: Sequence[Problem],
@@ -158,4 +181,13 @@ class Strategy(ABC):
         verifier: Verifier,
         config: StrategyConfig,
         on_trace: TraceCallback | None = None,
-    ) -> list[Trace]: ...
+    ) -> list[Trace]:
+        """One Trace per problem, in problem order; each is handed to `on_trace` as soon as
+        its problem finishes."""
+        batch = Batch(problems, generator, verifier, config, on_trace)
+        self.solve(batch)
+        return batch.traces()
+
+    @abstractmethod
+    def solve(self, batch: Batch) -> None:
+        """Run every problem of `batch`, calling `batch.finish(index, trace)` as each is done."""

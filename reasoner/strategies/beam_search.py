@@ -30,14 +30,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from reasoner.errors import ConfigError
-from reasoner.models.base import Generator
-from reasoner.strategies.base import (
-    Strategy,
-    StrategyConfig,
-    TraceCallback,
-    parse_options,
-    require_blind,
-)
+from reasoner.strategies.base import Batch, Strategy, StrategyConfig, parse_options, require_blind
 from reasoner.strategies.tree import (
     Expansion,
     Node,
@@ -53,8 +46,6 @@ from reasoner.strategies.tree import (
     start_searches,
     temperature_error,
 )
-from reasoner.types import Problem, Trace
-from reasoner.verifiers.base import Verifier
 
 
 @dataclass
@@ -131,23 +122,16 @@ class FrontierSearch(Strategy):
     def final_selection(self, options: StepOptions) -> Selection:
         return getattr(options, "final_selection", "max-score")
 
-    def run(
-        self,
-        problems: Sequence[Problem],
-        generator: Generator,
-        verifier: Verifier,
-        config: StrategyConfig,
-        on_trace: TraceCallback | None = None,
-    ) -> list[Trace]:
+    def solve(self, batch: Batch) -> None:
+        config = batch.config
         self.validate(config)
         if config.scorer is None:
             raise ConfigError(f"{self.name} needs strategy.scorer (e.g. judge, reward-model)")
         require_blind(config.scorer, config, f"the {self.name} scorer")
         options = self.options(config)
-        engine = StepEngine(generator, config, options)
-        searches = start_searches(problems, generator, config, options.delimiter)
+        engine = StepEngine(batch.generator, config, options)
+        searches = start_searches(batch.problems, batch.generator, config, options.delimiter)
         picker = pick(self.final_selection(options))
-        traces: list[Trace | None] = [None] * len(searches)
         for search in searches:
             search.state["pools"] = self.initial_pools(search.tree.root, options, config)
             search.state["completed"] = []
@@ -158,10 +142,7 @@ class FrontierSearch(Strategy):
             if not candidates:  # stopped by the budget before any solution was complete
                 frontier = [n for p in search.state["pools"] for n in p.frontier]
                 candidates = [node_candidate(search, n) for n in frontier]
-            trace = finalize(search, candidates, verifier, picker)
-            traces[index] = trace
-            if on_trace is not None:
-                on_trace(trace)
+            batch.finish(index, finalize(search, candidates, batch.verifier, picker))
 
         while True:
             for index, search in enumerate(searches):
@@ -208,7 +189,6 @@ class FrontierSearch(Strategy):
                     pool.expand = self.next_expand(options)
                 if all(p.done for p in pools) or self.enough(len(completed), options, config):
                     finish(index)
-        return [t for t in traces if t is not None]
 
 
 def check_width(strategy: str, config: StrategyConfig, width: int) -> None:

@@ -43,9 +43,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasoner.models.base import Generator
 from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.strategies.base import (
+    Batch,
     Strategy,
     StrategyConfig,
-    TraceCallback,
     charge,
     parse_options,
     problem_seed,
@@ -186,21 +186,15 @@ class ExecuteAndVote(Strategy):
         require_samples(config)
         self.check_ready(self.options(config))
 
-    def run(
-        self,
-        problems: Sequence[Problem],
-        generator: Generator,
-        verifier: Verifier,
-        config: StrategyConfig,
-        on_trace: TraceCallback | None = None,
-    ) -> list[Trace]:
+    def solve(self, batch: Batch) -> None:
+        generator, verifier, config = batch.generator, batch.verifier, batch.config
         self.validate(config)
         options = self.options(config)
         started = time.perf_counter()
         searches = [
-            _Search(problem, self.first_messages(problem, options), started) for problem in problems
+            _Search(problem, self.first_messages(problem, options), started)
+            for problem in batch.problems
         ]
-        traces: dict[int, Trace] = {}
         deferred: list[int] = []  # undecided problems waiting for the batched fallback
 
         def finish(index: int, fallback: _Fallback | None = None) -> None:
@@ -214,9 +208,7 @@ class ExecuteAndVote(Strategy):
             ):
                 deferred.append(index)
                 return
-            traces[index] = self._trace(search, verifier, fallback)
-            if on_trace is not None:
-                on_trace(traces[index])
+            batch.finish(index, self._trace(search, verifier, fallback))
 
         # round 0: K programs per problem, every problem in one engine call
         requests = [
@@ -289,7 +281,6 @@ class ExecuteAndVote(Strategy):
             fallbacks = self._fall_back([searches[i] for i in deferred], generator, config)
             for index, fallback in zip(deferred, fallbacks, strict=True):
                 finish(index, fallback)
-        return [traces[i] for i in range(len(searches))]
 
     def _fall_back(
         self, undecided: list[_Search], generator: Generator, config: StrategyConfig

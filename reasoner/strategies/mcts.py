@@ -42,11 +42,10 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from reasoner.errors import ConfigError
-from reasoner.models.base import Generator
 from reasoner.strategies.base import (
+    Batch,
     Strategy,
     StrategyConfig,
-    TraceCallback,
     oracle_refusal,
     parse_options,
     require_blind,
@@ -67,7 +66,7 @@ from reasoner.strategies.tree import (
     start_searches,
     temperature_error,
 )
-from reasoner.types import Completion, Problem, Trace
+from reasoner.types import Completion, Trace
 from reasoner.verifiers.base import Verifier
 
 FinalSelection = Literal["max-visits", "max-value", "majority"]
@@ -433,14 +432,8 @@ class MCTS(Strategy):
         index = candidates.index(chosen)
         return finalize(search, candidates, verifier, lambda _c, _k: index)
 
-    def run(
-        self,
-        problems: Sequence[Problem],
-        generator: Generator,
-        verifier: Verifier,
-        config: StrategyConfig,
-        on_trace: TraceCallback | None = None,
-    ) -> list[Trace]:
+    def solve(self, batch: Batch) -> None:
+        verifier, config = batch.verifier, batch.config
         self.validate(config)
         options = self.options(config)
         scorer = config.scorer
@@ -453,17 +446,14 @@ class MCTS(Strategy):
             raise ConfigError(
                 oracle_refusal("strategy.options.rollout_reward=verifier", "the rollout reward")
             )
-        engine = StepEngine(generator, config, options)
-        searches = start_searches(problems, generator, config, options.delimiter)
-        traces: list[Trace | None] = [None] * len(searches)
+        engine = StepEngine(batch.generator, config, options)
+        searches = start_searches(batch.problems, batch.generator, config, options.delimiter)
         for search in searches:
             search.state.update(simulations=0, complete_from=None)
 
         def emit(index: int, trace: Trace | None) -> None:
             if trace is not None:
-                traces[index] = trace
-                if on_trace is not None:
-                    on_trace(trace)
+                batch.finish(index, trace)
 
         while True:
             for index, search in enumerate(searches):
@@ -527,4 +517,3 @@ class MCTS(Strategy):
             )
             for search, leaf, _ in selected:
                 backup(search.tree, leaf, leaf.reward or 0.0)
-        return [t for t in traces if t is not None]

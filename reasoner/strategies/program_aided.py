@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasoner.errors import ConfigError
 from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.strategies.base import StrategyConfig, parse_options
-from reasoner.strategies.n_sample import NSampleStrategy, Part, Pick
+from reasoner.strategies.n_sample import NSampleStrategy, Part, Pick, Samples
 from reasoner.strategies.sampling import majority_pick
 from reasoner.types import Completion, Problem, Step, Verdict
 from reasoner.verifiers.base import Verifier
@@ -147,17 +147,9 @@ class ProgramAided(NSampleStrategy[Options]):
             programs.verdicts[:] = grade_runs(verifier, problem, runs)
             super().verify([(problem, cot)], verifier, options)
 
-    def pick(
-        self,
-        problem: Problem,
-        completions: list[Completion],
-        verdicts: list[Verdict],
-        scored: list[Verdict],
-        clusters: list[int],
-        options: Options,
-    ) -> Pick:
+    def pick(self, samples: Samples, options: Options) -> Pick:
         """The vote over every part's answers: the programs' printed lines, then any CoT's."""
-        return majority_pick(verdicts, clusters)
+        return majority_pick(samples)
 
 
 def _load(name: str, key: str) -> PromptTemplate:
