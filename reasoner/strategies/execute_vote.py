@@ -144,7 +144,9 @@ def majority(answers: Sequence[str | None]) -> str | None:
 
 
 class ExecuteAndVote(Strategy):
-    """Subclasses say how to prompt, how to run a program and how to ask for a repair."""
+    """Subclasses say how to run a program (`execute`) and, where the solver needs more than
+    the problem rendered into `options.prompt`, how to ask for one (`first_messages`). Their
+    options name the program prompt (`prompt`) and the repair prompt (`refine_prompt`)."""
 
     default_temperature: ClassVar[float] = 0.7
     options_model: ClassVar[type[ExecuteOptions]] = ExecuteOptions
@@ -152,10 +154,13 @@ class ExecuteAndVote(Strategy):
     # --- what a subclass provides ---------------------------------------------------------
 
     @abstractmethod
-    def first_messages(self, problem: Problem, options: Any) -> tuple[ChatMessage, ...]:
-        """The chat that asks for a program."""
+    def execute(self, problem: Problem, text: str, options: Any) -> Outcome:
+        """Run one program; never raises for anything the program does."""
 
-    @abstractmethod
+    def first_messages(self, problem: Problem, options: Any) -> tuple[ChatMessage, ...]:
+        """The chat that asks for a program: `options.prompt` rendered for the problem."""
+        return load_prompt(options.prompt).render(problem)
+
     def repair_messages(
         self,
         problem: Problem,
@@ -164,11 +169,10 @@ class ExecuteAndVote(Strategy):
         error: str,
         options: Any,
     ) -> tuple[ChatMessage, ...]:
-        """The chat that asks to fix `attempt`, given the solver's `error`."""
-
-    @abstractmethod
-    def execute(self, problem: Problem, text: str, options: Any) -> Outcome:
-        """Run one program; never raises for anything the program does."""
+        """The chat that asks to fix `attempt`: the first chat, the attempt as the assistant's
+        turn, then `options.refine_prompt` rendered with the solver's `error`."""
+        feedback = load_prompt(options.refine_prompt).render(problem, error=error)
+        return (*first, ChatMessage("assistant", attempt), *feedback)
 
     def check_ready(self, options: Any) -> None:
         """Raise ConfigError when the solver cannot run at all, before a model is loaded."""
@@ -184,7 +188,10 @@ class ExecuteAndVote(Strategy):
 
     def validate(self, config: StrategyConfig) -> None:
         require_samples(config)
-        self.check_ready(self.options(config))
+        options = self.options(config)
+        load_prompt(options.prompt)  # both named prompts exist
+        load_prompt(options.refine_prompt)
+        self.check_ready(options)
 
     def solve(self, batch: Batch) -> None:
         generator, verifier, config = batch.generator, batch.verifier, batch.config
