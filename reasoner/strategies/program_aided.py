@@ -25,10 +25,14 @@ from reasoner.strategies.n_sample import NSampleStrategy, Part, Pick, Samples
 from reasoner.strategies.sampling import majority_pick
 from reasoner.types import Completion, Problem, Step, Verdict
 from reasoner.verifiers.base import Verifier
-from reasoner.verifiers.code_exec import ProgramAidedMathVerifier, extract_program
-from reasoner.verifiers.sandbox import SandboxLimits, SandboxResult, default_limits, run_in_sandbox
-
-_TAIL_CHARS = 2000
+from reasoner.verifiers.code_exec import (
+    ProgramAidedMathVerifier,
+    extract_program,
+    failed_run,
+    last_line,
+    run_details,
+)
+from reasoner.verifiers.sandbox import SandboxLimits, default_limits, run_in_sandbox
 
 
 class Options(BaseModel):
@@ -55,39 +59,19 @@ class ProgramRun:
     details: dict[str, Any]
 
 
-def last_line(text: str) -> str:
-    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
-
-
 def run_program(text: str, limits: SandboxLimits) -> ProgramRun:
     """The sample's last ```python block, run in the sandbox; never raises."""
     code = extract_program(text)
     if code is None:
         return ProgramRun(None, Verdict("incorrect", 0.0, "no code found"), {"program": None})
     result = run_in_sandbox(code, limits=limits)
-    details = _run_details(result)
-    if result.status == "sandbox_error":
-        return ProgramRun(None, Verdict("error", 0.0, f"sandbox failed: {result.reason}"), details)
+    details = run_details(result)
     if not result.ok:
-        if result.status == "nonzero_exit":
-            feedback = last_line(result.stderr) or f"program failed ({result.reason})"
-        else:
-            feedback = f"program stopped: {result.reason}"
-        return ProgramRun(None, Verdict("incorrect", 0.0, feedback), details)
+        return ProgramRun(None, failed_run(result, details), details)
     printed = last_line(result.stdout)
     if not printed:
         return ProgramRun(None, Verdict("incorrect", 0.0, "program printed nothing"), details)
     return ProgramRun(printed, None, {**details, "printed": printed})
-
-
-def _run_details(result: SandboxResult) -> dict[str, Any]:
-    return {
-        "sandbox_status": result.status,
-        "returncode": result.returncode,
-        "wall_s": result.wall_s,
-        "stdout_tail": result.stdout[-_TAIL_CHARS:],
-        "stderr_tail": result.stderr[-_TAIL_CHARS:],
-    }
 
 
 def grade_runs(verifier: Verifier, problem: Problem, runs: Sequence[ProgramRun]) -> list[Verdict]:
