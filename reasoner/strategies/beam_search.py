@@ -25,7 +25,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from pydantic import Field
 
@@ -82,36 +82,40 @@ def top_by_score(nodes: Sequence[Node], keep: int) -> list[Node]:
     return kept
 
 
-class FrontierSearch(Strategy):
+StepOptionsT = TypeVar("StepOptionsT", bound=StepOptions)
+
+
+class FrontierSearch(Strategy, Generic[StepOptionsT]):
     """The round loop; subclasses say how pools start, what survives and when to stop."""
 
     needs_scorer: ClassVar[bool] = True
     default_temperature: ClassVar[float] = 0.7
-    Options: ClassVar[type[StepOptions]]
+    #: the strategy's `strategy.options`, checked strictly (unknown keys are errors)
+    options_model: type[StepOptionsT]
 
-    def options(self, config: StrategyConfig) -> StepOptions:
-        return parse_options(self.Options, config.options, self.name)
+    def options(self, config: StrategyConfig) -> StepOptionsT:
+        return parse_options(self.options_model, config.options, self.name)
 
     @abstractmethod
     def initial_pools(
-        self, root: Node, options: StepOptions, config: StrategyConfig
+        self, root: Node, options: StepOptionsT, config: StrategyConfig
     ) -> list[Pool]: ...
 
     @abstractmethod
     def survivors(
-        self, pool: Pool, options: StepOptions, search: ProblemSearch, config: StrategyConfig
+        self, pool: Pool, options: StepOptionsT, search: ProblemSearch, config: StrategyConfig
     ) -> tuple[list[Node], bool]:
         """The next frontier of `pool` from its `children`, and whether the pool is done."""
 
     @abstractmethod
-    def next_expand(self, options: StepOptions) -> int:
+    def next_expand(self, options: StepOptionsT) -> int:
         """Next steps per frontier node after the first round."""
 
     def expansion_counts(self, pool: Pool, config: StrategyConfig) -> list[int]:
         """Next steps to sample from each frontier node of `pool` this round."""
         return [pool.expand] * len(pool.frontier)
 
-    def enough(self, completed: int, options: StepOptions, config: StrategyConfig) -> bool:
+    def enough(self, completed: int, options: StepOptionsT, config: StrategyConfig) -> bool:
         """Whether a problem has enough complete solutions to stop early."""
         return False
 
@@ -119,7 +123,7 @@ class FrontierSearch(Strategy):
         """The complete solutions that compete for the answer: by default every one found."""
         return list(search.state["completed"])
 
-    def final_selection(self, options: StepOptions) -> Selection:
+    def final_selection(self, options: StepOptionsT) -> Selection:
         return getattr(options, "final_selection", "max-score")
 
     def solve(self, batch: Batch) -> None:
@@ -209,27 +213,23 @@ class BeamOptions(StepOptions):
     final_selection: Selection = "max-score"
 
 
-class BeamSearch(FrontierSearch):
+class BeamSearch(FrontierSearch[BeamOptions]):
     name: ClassVar[str] = "beam-search"
-    Options: ClassVar[type[StepOptions]] = BeamOptions
+    options_model = BeamOptions
 
     def validate(self, config: StrategyConfig) -> None:
-        options = self.options(config)
-        assert isinstance(options, BeamOptions)
-        check_width(self.name, config, options.beam_width)
+        check_width(self.name, config, self.options(config).beam_width)
 
-    def initial_pools(self, root: Node, options: StepOptions, config: StrategyConfig) -> list[Pool]:
-        assert isinstance(options, BeamOptions)
+    def initial_pools(self, root: Node, options: BeamOptions, config: StrategyConfig) -> list[Pool]:
         return [Pool(0, [root], expand=config.n, keep=config.n // options.beam_width)]
 
     def survivors(
-        self, pool: Pool, options: StepOptions, search: ProblemSearch, config: StrategyConfig
+        self, pool: Pool, options: BeamOptions, search: ProblemSearch, config: StrategyConfig
     ) -> tuple[list[Node], bool]:
         alive = top_by_score([c for c in pool.children if not c.terminal], pool.keep)
         return alive, not alive
 
-    def next_expand(self, options: StepOptions) -> int:
-        assert isinstance(options, BeamOptions)
+    def next_expand(self, options: BeamOptions) -> int:
         return options.beam_width
 
     def expansion_counts(self, pool: Pool, config: StrategyConfig) -> list[int]:
@@ -249,30 +249,26 @@ class DVTSOptions(StepOptions):
     final_selection: Selection = "max-score"
 
 
-class DVTS(FrontierSearch):
+class DVTS(FrontierSearch[DVTSOptions]):
     name: ClassVar[str] = "dvts"
-    Options: ClassVar[type[StepOptions]] = DVTSOptions
+    options_model = DVTSOptions
 
     def validate(self, config: StrategyConfig) -> None:
-        options = self.options(config)
-        assert isinstance(options, DVTSOptions)
-        check_width(self.name, config, options.beam_width)
+        check_width(self.name, config, self.options(config).beam_width)
 
-    def initial_pools(self, root: Node, options: StepOptions, config: StrategyConfig) -> list[Pool]:
-        assert isinstance(options, DVTSOptions)
+    def initial_pools(self, root: Node, options: DVTSOptions, config: StrategyConfig) -> list[Pool]:
         subtrees = config.n // options.beam_width
         return [Pool(i, [root], expand=options.beam_width, keep=1) for i in range(subtrees)]
 
     def survivors(
-        self, pool: Pool, options: StepOptions, search: ProblemSearch, config: StrategyConfig
+        self, pool: Pool, options: DVTSOptions, search: ProblemSearch, config: StrategyConfig
     ) -> tuple[list[Node], bool]:
         best = top_by_score(pool.children, 1)
         if not best or best[0].terminal:  # the subtree's greedy path has reached an answer
             return [], True
         return best, False
 
-    def next_expand(self, options: StepOptions) -> int:
-        assert isinstance(options, DVTSOptions)
+    def next_expand(self, options: DVTSOptions) -> int:
         return options.beam_width
 
     def candidates(self, search: ProblemSearch, config: StrategyConfig) -> list[Node]:
