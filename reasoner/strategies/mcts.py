@@ -65,8 +65,9 @@ from reasoner.strategies.tree import (
     score_texts,
     start_searches,
     temperature_error,
+    verify_texts,
 )
-from reasoner.types import Completion, Trace
+from reasoner.types import Completion, Trace, Verdict
 from reasoner.verifiers.base import Verifier
 
 FinalSelection = Literal["max-visits", "max-value", "majority"]
@@ -178,6 +179,16 @@ def best_path_end(tree: Tree, by: Literal["max-visits", "max-value"]) -> Node:
 
         node = children[max(range(len(children)), key=key)]
     return node
+
+
+def set_reward(node: Node, verdict: Verdict) -> bool:
+    """The node's reward from an evaluation's verdict; a failed evaluation (`error`) rewards 0
+    and keeps its feedback on the node. Whether it failed."""
+    failed = verdict.status == "error"
+    node.reward = 0.0 if failed else verdict.score
+    if failed:
+        node.score_error = verdict.feedback or "evaluation error"
+    return failed
 
 
 def rollout_text(tree: Tree, node: Node) -> str:
@@ -342,18 +353,11 @@ class MCTS(Strategy):
             assert scorer is not None
             verdicts = score_texts(scorer, texts)
         else:  # the oracle: the run verifier with the gold answer
-            verdicts = verifier.verify_batch(
-                [(s.problem, Completion(text, "stop", s.prompt_tokens, 0)) for s, text in texts]
-            )
-            for s, _ in texts:
-                s.usage.verifier_calls += 1
+            verdicts = verify_texts(verifier, texts)
         for (_, node), verdict in zip(children, verdicts, strict=True):
-            failed = verdict.status == "error"
-            node.reward = 0.0 if failed else verdict.score
+            failed = set_reward(node, verdict)
             if node.terminal and node.rollout is None and options.rollout_reward == "scorer":
                 node.score = None if failed else verdict.score
-            if failed:
-                node.score_error = verdict.feedback or "evaluation error"
 
     def leaf_text(self, tree: Tree, leaf: Node, children: list[Node], options: MCTSOptions) -> str:
         """What evaluates a selected leaf (`backup: leaf`): its partial solution (scorer), or
@@ -375,22 +379,17 @@ class MCTS(Strategy):
         """Each selected leaf's reward from its text, in one scorer (or verifier) call."""
         if not items:
             return
+        texts = [(s, text) for s, _, text in items]
         if options.evaluation == "scorer" or options.rollout_reward == "scorer":
             assert scorer is not None
-            verdicts = score_texts(scorer, [(s, text) for s, _, text in items])
+            verdicts = score_texts(scorer, texts)
         else:  # the oracle: the run verifier with the gold answer
-            verdicts = verifier.verify_batch(
-                [(s.problem, Completion(t, "stop", s.prompt_tokens, 0)) for s, _, t in items]
-            )
-            for s, _, _ in items:
-                s.usage.verifier_calls += 1
+            verdicts = verify_texts(verifier, texts)
         for (_, node, text), verdict in zip(items, verdicts, strict=True):
-            failed = verdict.status == "error"
-            node.reward = 0.0 if failed else verdict.score
-            if failed:
-                node.score_error = verdict.feedback or "evaluation error"
-            elif text == node.solution and (
-                options.evaluation == "scorer" or options.rollout_reward == "scorer"
+            if (
+                not set_reward(node, verdict)
+                and text == node.solution
+                and (options.evaluation == "scorer" or options.rollout_reward == "scorer")
             ):
                 node.score = verdict.score
 

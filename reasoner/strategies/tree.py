@@ -314,6 +314,17 @@ def score_texts(scorer: Verifier, items: Sequence[tuple[ProblemSearch, str]]) ->
     return verdicts
 
 
+def verify_texts(verifier: Verifier, items: Sequence[tuple[ProblemSearch, str]]) -> list[Verdict]:
+    """The run verifier's verdicts on solutions, against the gold answer, in one batched call:
+    an oracle's reward (`strategy.oracle`), never a blind score."""
+    verdicts = verifier.verify_batch(
+        [(s.problem, Completion(text, "stop", s.prompt_tokens, 0)) for s, text in items]
+    )
+    for search, _ in items:
+        search.usage.verifier_calls += 1
+    return verdicts
+
+
 def score_nodes(scorer: Verifier, items: Sequence[tuple[ProblemSearch, Node]]) -> None:
     """Sets each node's `score` to the scorer's score of its solution so far; a scorer error
     leaves the score unset and is kept on the node."""
