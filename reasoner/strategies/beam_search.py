@@ -195,30 +195,36 @@ class FrontierSearch(Strategy, Generic[StepOptionsT]):
                     finish(index)
 
 
-def check_width(strategy: str, config: StrategyConfig, width: int) -> None:
-    """N beams (strategy.n) must split into whole groups of M (beam_width)."""
-    if config.n < width or config.n % width:
-        raise ConfigError(
-            f"{strategy}: strategy.n (the number of beams, {config.n}) must be a multiple "
-            f"of strategy.options.beam_width ({width})"
-        )
-    error = temperature_error(strategy, config.sampling.temperature, config.n, "steps")
-    if error:
-        raise ConfigError(error)
-
-
 class BeamOptions(StepOptions):
-    #: M: next steps sampled from each kept beam (strategy.n = N, the number of beams)
+    #: M: beam search samples M next steps from each kept beam; DVTS grows N/M subtrees of
+    #: width M (strategy.n = N, the number of beams)
     beam_width: int = Field(4, ge=1)
     final_selection: Selection = "max-score"
 
 
-class BeamSearch(FrontierSearch[BeamOptions]):
-    name: ClassVar[str] = "beam-search"
+class BeamWidthSearch(FrontierSearch[BeamOptions]):
+    """A search of N beams (strategy.n) in whole groups of M (beam_width), each frontier node
+    expanded M ways after the first round: beam search and DVTS."""
+
     options_model = BeamOptions
 
     def validate(self, config: StrategyConfig) -> None:
-        check_width(self.name, config, self.options(config).beam_width)
+        width = self.options(config).beam_width
+        if config.n < width or config.n % width:
+            raise ConfigError(
+                f"{self.name}: strategy.n (the number of beams, {config.n}) must be a multiple "
+                f"of strategy.options.beam_width ({width})"
+            )
+        error = temperature_error(self.name, config.sampling.temperature, config.n, "steps")
+        if error:
+            raise ConfigError(error)
+
+    def next_expand(self, options: BeamOptions) -> int:
+        return options.beam_width
+
+
+class BeamSearch(BeamWidthSearch):
+    name: ClassVar[str] = "beam-search"
 
     def initial_pools(self, root: Node, options: BeamOptions, config: StrategyConfig) -> list[Pool]:
         return [Pool(0, [root], expand=config.n, keep=config.n // options.beam_width)]
@@ -228,9 +234,6 @@ class BeamSearch(FrontierSearch[BeamOptions]):
     ) -> tuple[list[Node], bool]:
         alive = top_by_score([c for c in pool.children if not c.terminal], pool.keep)
         return alive, not alive
-
-    def next_expand(self, options: BeamOptions) -> int:
-        return options.beam_width
 
     def expansion_counts(self, pool: Pool, config: StrategyConfig) -> list[int]:
         """N samples every round, however many beams survived."""
@@ -243,33 +246,20 @@ class BeamSearch(FrontierSearch[BeamOptions]):
         return [completed[i] for i in ranked[: config.n]]
 
 
-class DVTSOptions(StepOptions):
-    #: M: the width of each subtree (strategy.n / M subtrees)
-    beam_width: int = Field(4, ge=1)
-    final_selection: Selection = "max-score"
-
-
-class DVTS(FrontierSearch[DVTSOptions]):
+class DVTS(BeamWidthSearch):
     name: ClassVar[str] = "dvts"
-    options_model = DVTSOptions
 
-    def validate(self, config: StrategyConfig) -> None:
-        check_width(self.name, config, self.options(config).beam_width)
-
-    def initial_pools(self, root: Node, options: DVTSOptions, config: StrategyConfig) -> list[Pool]:
+    def initial_pools(self, root: Node, options: BeamOptions, config: StrategyConfig) -> list[Pool]:
         subtrees = config.n // options.beam_width
         return [Pool(i, [root], expand=options.beam_width, keep=1) for i in range(subtrees)]
 
     def survivors(
-        self, pool: Pool, options: DVTSOptions, search: ProblemSearch, config: StrategyConfig
+        self, pool: Pool, options: BeamOptions, search: ProblemSearch, config: StrategyConfig
     ) -> tuple[list[Node], bool]:
         best = top_by_score(pool.children, 1)
         if not best or best[0].terminal:  # the subtree's greedy path has reached an answer
             return [], True
         return best, False
-
-    def next_expand(self, options: DVTSOptions) -> int:
-        return options.beam_width
 
     def candidates(self, search: ProblemSearch, config: StrategyConfig) -> list[Node]:
         """Each subtree's last round of children: its best step and that step's siblings,
