@@ -38,13 +38,13 @@ from reasoner.strategies.tree import (
     Selection,
     StepEngine,
     StepOptions,
+    check_temperature,
     finalize,
     node_candidate,
     pick,
     rank_score,
     score_nodes,
     start_searches,
-    temperature_error,
 )
 
 
@@ -215,9 +215,7 @@ class BeamWidthSearch(FrontierSearch[BeamOptions]):
                 f"{self.name}: strategy.n (the number of beams, {config.n}) must be a multiple "
                 f"of strategy.options.beam_width ({width})"
             )
-        error = temperature_error(self.name, config.sampling.temperature, config.n, "steps")
-        if error:
-            raise ConfigError(error)
+        check_temperature(self.name, config.sampling.temperature, config.n, "steps")
 
     def next_expand(self, options: BeamOptions) -> int:
         return options.beam_width

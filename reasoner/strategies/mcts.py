@@ -58,13 +58,13 @@ from reasoner.strategies.tree import (
     StepEngine,
     StepOptions,
     Tree,
+    check_temperature,
     finalize,
     node_candidate,
     pick,
     score_nodes,
     score_texts,
     start_searches,
-    temperature_error,
     verify_texts,
 )
 from reasoner.types import Completion, Trace, Verdict
@@ -222,11 +222,7 @@ class MCTS(Strategy):
                 f"strategy.options.{stray[0]} applies to prior: logprob, but "
                 "strategy.options.prior is 'uniform'"
             )
-        error = temperature_error(
-            self.name, config.sampling.temperature, options.expand_k, "next steps"
-        )
-        if error:
-            raise ConfigError(error)
+        check_temperature(self.name, config.sampling.temperature, options.expand_k, "next steps")
 
     def uses_scorer(self, options: MCTSOptions) -> bool:
         return options.evaluation == "scorer" or options.rollout_reward == "scorer"

@@ -22,8 +22,8 @@ from reasoner.strategies.tree import (
     ProblemSearch,
     Selection,
     StepOptions,
+    check_temperature,
     rank_score,
-    temperature_error,
 )
 
 
@@ -60,11 +60,7 @@ class TreeOfThought(FrontierSearch[ToTOptions]):
                 f"{self.name} takes its width from strategy.options.breadth and expand_k; "
                 f"strategy.n must be 1 (got {config.n})"
             )
-        error = temperature_error(
-            self.name, config.sampling.temperature, options.expand_k, "next steps"
-        )
-        if error:
-            raise ConfigError(error)
+        check_temperature(self.name, config.sampling.temperature, options.expand_k, "next steps")
 
     def initial_pools(self, root: Node, options: ToTOptions, config: StrategyConfig) -> list[Pool]:
         return [Pool(0, [root], expand=options.expand_k, keep=options.breadth)]

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from reasoner.errors import ConfigError
 from reasoner.models.base import Generator
 from reasoner.strategies.base import StrategyConfig, blind, charge, charge_scorer, problem_seed
 from reasoner.strategies.voting import cluster_answers, majority_cluster
@@ -428,11 +429,10 @@ def finalize(
     )
 
 
-def temperature_error(strategy: str, temperature: float, samples: int, what: str) -> str | None:
-    """Several samples of one prompt at temperature 0 are one sample repeated."""
+def check_temperature(strategy: str, temperature: float, samples: int, what: str) -> None:
+    """Refuse several samples of one prompt at temperature 0: they are one sample repeated."""
     if samples > 1 and temperature <= 0:
-        return (
+        raise ConfigError(
             f"{strategy} samples {samples} {what} per node and needs sampling.temperature > 0 "
             f"(got {temperature})"
         )
-    return None
