@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -123,6 +123,17 @@ def charge(usage: Usage, completions: Sequence[Completion]) -> None:
         usage.prompt_tokens += completions[0].prompt_tokens
         usage.cached_prompt_tokens += completions[0].cached_prompt_tokens
     usage.completion_tokens += sum(c.completion_tokens for c in completions)
+
+
+def charge_call(requests: Iterable[tuple[Usage, Sequence[Completion]]]) -> None:
+    """Charge one engine call: each request's tokens to its problem's usage, and one engine
+    call to every problem that had a request in it, however many it had."""
+    counted: set[int] = set()
+    for usage, completions in requests:
+        charge(usage, completions)
+        if id(usage) not in counted:
+            counted.add(id(usage))
+            usage.engine_calls += 1
 
 
 def problem_seed(seed: int, problem_id: str) -> int:

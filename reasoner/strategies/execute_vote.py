@@ -46,7 +46,7 @@ from reasoner.strategies.base import (
     Batch,
     Strategy,
     StrategyConfig,
-    charge,
+    charge_call,
     parse_options,
     problem_seed,
 )
@@ -307,9 +307,7 @@ class ExecuteAndVote(Strategy):
             for search in undecided
         ]
         outputs = generator.generate(requests)
-        for search, completions in zip(undecided, outputs, strict=True):
-            charge(search.usage, completions)
-            search.usage.engine_calls += 1
+        charge_call((s.usage, c) for s, c in zip(undecided, outputs, strict=True))
         return [(r, c[0]) for r, c in zip(requests, outputs, strict=True)]
 
     def _record(
@@ -354,12 +352,8 @@ class ExecuteAndVote(Strategy):
             search.latest[chain] = attempt
             search.usage.verifier_calls += 1
             by_request.setdefault(id(request), []).append(verdict)
-        called: set[int] = set()
+        charge_call((search.usage, completions) for search, _, completions in steps)
         for search, request, completions in steps:
-            charge(search.usage, completions)
-            if id(search) not in called:  # one engine call, however many of its requests
-                search.usage.engine_calls += 1
-                called.add(id(search))
             search.steps.append(Step(request, completions, by_request.get(id(request), [])))
 
     def _trace(

@@ -25,7 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reasoner.errors import ConfigError
 from reasoner.models.base import Generator
-from reasoner.strategies.base import StrategyConfig, blind, charge, charge_scorer, problem_seed
+from reasoner.strategies.base import (
+    StrategyConfig,
+    blind,
+    charge_call,
+    charge_scorer,
+    problem_seed,
+)
 from reasoner.strategies.voting import cluster_answers, majority_cluster
 from reasoner.types import (
     Completion,
@@ -254,15 +260,10 @@ class StepEngine:
             return []
         results = self.generator.generate([self.request(e) for e in expansions])
         self.rounds += 1
-        charged: set[int] = set()
+        charge_call((e.search.usage, c) for e, c in zip(expansions, results, strict=True))
         for expansion, completions in zip(expansions, results, strict=True):
-            search = expansion.search
-            charge(search.usage, completions)
             if completions and expansion.node.id == 0:
-                search.prompt_tokens = completions[0].prompt_tokens
-            if id(search) not in charged:
-                charged.add(id(search))
-                search.usage.engine_calls += 1
+                expansion.search.prompt_tokens = completions[0].prompt_tokens
         return results
 
     def is_final(self, text: str) -> bool:

@@ -37,7 +37,7 @@ from reasoner.strategies.base import (
     Batch,
     Strategy,
     StrategyConfig,
-    charge,
+    charge_call,
     parse_options,
     problem_seed,
 )
@@ -297,13 +297,9 @@ class LeanBestFirst(Strategy):
             if node.state is not None
         ]
         proposals = proposer.propose(items)
-        counted: set[int] = set()
+        charge_call((s.usage, p.completions) for (s, _), p in zip(picked, proposals, strict=True))
         work: dict[int, list[tuple[_Node, Proposal, int]]] = {}
         for (search, node), proposal in zip(picked, proposals, strict=True):
-            charge(search.usage, proposal.completions)
-            if id(search) not in counted:
-                search.usage.engine_calls += 1
-                counted.add(id(search))
             search.steps.append(Step(proposal.request, proposal.completions, []))
             work.setdefault(id(search), []).append((node, proposal, len(search.steps) - 1))
 
