@@ -193,8 +193,8 @@ class Strategy(ABC):
         config: StrategyConfig,
         on_trace: TraceCallback | None = None,
     ) -> list[Trace]:
-        """One Trace per problem, in problem order; each is handed to `on_trace` as soon as
-        its problem finishes."""
+        """The Trace of each finished problem (normally all), in problem order; each is handed
+        to `on_trace` as soon as its problem finishes."""
         batch = Batch(problems, generator, verifier, config, on_trace)
         self.solve(batch)
         return batch.traces()
