@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -125,11 +125,46 @@ def charge(usage: Usage, completions: Sequence[Completion]) -> None:
     usage.completion_tokens += sum(c.completion_tokens for c in completions)
 
 
+def charge_call(requests: Iterable[tuple[Usage, Sequence[Completion]]]) -> None:
+    """Charge one engine call: each request's tokens to its problem's usage, and one engine
+    call to every problem that had a request in it, however many it had."""
+    counted: set[int] = set()
+    for usage, completions in requests:
+        charge(usage, completions)
+        if id(usage) not in counted:
+            counted.add(id(usage))
+            usage.engine_calls += 1
+
+
 def problem_seed(seed: int, problem_id: str) -> int:
     """A per-problem sampling seed: stable across runs and independent of batch order, so a
     resumed run draws the samples the uninterrupted run would have drawn."""
     digest = hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass
+class Batch:
+    """One `Strategy.run` call: the problems, what they are run with, and the traces of the
+    problems finished so far. `finish` hands a trace to `on_trace` at once, which is what lets
+    the runner append it to disk before the rest of the batch is done."""
+
+    problems: Sequence[Problem]
+    generator: Generator
+    verifier: Verifier
+    config: StrategyConfig
+    on_trace: TraceCallback | None = None
+    finished: dict[int, Trace] = field(default_factory=dict)
+
+    def finish(self, index: int, trace: Trace) -> None:
+        """Record problem `index`'s trace and hand it to `on_trace`."""
+        self.finished[index] = trace
+        if self.on_trace is not None:
+            self.on_trace(trace)
+
+    def traces(self) -> list[Trace]:
+        """The finished traces in problem order."""
+        return [self.finished[index] for index in sorted(self.finished)]
 
 
 class Strategy(ABC):
@@ -150,7 +185,6 @@ class Strategy(ABC):
         the model actually saw (a strategy with its own prompt does not use the benchmark's)."""
         return [config.prompt]
 
-    @abstractmethod
     def run(
         self,
         problems: Sequence[Problem],
@@ -158,4 +192,13 @@ class Strategy(ABC):
         verifier: Verifier,
         config: StrategyConfig,
         on_trace: TraceCallback | None = None,
-    ) -> list[Trace]: ...
+    ) -> list[Trace]:
+        """The Trace of each finished problem (normally all), in problem order; each is handed
+        to `on_trace` as soon as its problem finishes."""
+        batch = Batch(problems, generator, verifier, config, on_trace)
+        self.solve(batch)
+        return batch.traces()
+
+    @abstractmethod
+    def solve(self, batch: Batch) -> None:
+        """Run every problem of `batch`, calling `batch.finish(index, trace)` as each is done."""

@@ -25,19 +25,12 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from pydantic import Field
 
 from reasoner.errors import ConfigError
-from reasoner.models.base import Generator
-from reasoner.strategies.base import (
-    Strategy,
-    StrategyConfig,
-    TraceCallback,
-    parse_options,
-    require_blind,
-)
+from reasoner.strategies.base import Batch, Strategy, StrategyConfig, parse_options, require_blind
 from reasoner.strategies.tree import (
     Expansion,
     Node,
@@ -45,16 +38,14 @@ from reasoner.strategies.tree import (
     Selection,
     StepEngine,
     StepOptions,
+    check_temperature,
     finalize,
     node_candidate,
     pick,
     rank_score,
     score_nodes,
     start_searches,
-    temperature_error,
 )
-from reasoner.types import Problem, Trace
-from reasoner.verifiers.base import Verifier
 
 
 @dataclass
@@ -91,36 +82,40 @@ def top_by_score(nodes: Sequence[Node], keep: int) -> list[Node]:
     return kept
 
 
-class FrontierSearch(Strategy):
+StepOptionsT = TypeVar("StepOptionsT", bound=StepOptions)
+
+
+class FrontierSearch(Strategy, Generic[StepOptionsT]):
     """The round loop; subclasses say how pools start, what survives and when to stop."""
 
     needs_scorer: ClassVar[bool] = True
     default_temperature: ClassVar[float] = 0.7
-    Options: ClassVar[type[StepOptions]]
+    #: the strategy's `strategy.options`, checked strictly (unknown keys are errors)
+    options_model: type[StepOptionsT]
 
-    def options(self, config: StrategyConfig) -> StepOptions:
-        return parse_options(self.Options, config.options, self.name)
+    def options(self, config: StrategyConfig) -> StepOptionsT:
+        return parse_options(self.options_model, config.options, self.name)
 
     @abstractmethod
     def initial_pools(
-        self, root: Node, options: StepOptions, config: StrategyConfig
+        self, root: Node, options: StepOptionsT, config: StrategyConfig
     ) -> list[Pool]: ...
 
     @abstractmethod
     def survivors(
-        self, pool: Pool, options: StepOptions, search: ProblemSearch, config: StrategyConfig
+        self, pool: Pool, options: StepOptionsT, search: ProblemSearch, config: StrategyConfig
     ) -> tuple[list[Node], bool]:
         """The next frontier of `pool` from its `children`, and whether the pool is done."""
 
     @abstractmethod
-    def next_expand(self, options: StepOptions) -> int:
+    def next_expand(self, options: StepOptionsT) -> int:
         """Next steps per frontier node after the first round."""
 
     def expansion_counts(self, pool: Pool, config: StrategyConfig) -> list[int]:
         """Next steps to sample from each frontier node of `pool` this round."""
         return [pool.expand] * len(pool.frontier)
 
-    def enough(self, completed: int, options: StepOptions, config: StrategyConfig) -> bool:
+    def enough(self, completed: int, options: StepOptionsT, config: StrategyConfig) -> bool:
         """Whether a problem has enough complete solutions to stop early."""
         return False
 
@@ -128,26 +123,19 @@ class FrontierSearch(Strategy):
         """The complete solutions that compete for the answer: by default every one found."""
         return list(search.state["completed"])
 
-    def final_selection(self, options: StepOptions) -> Selection:
+    def final_selection(self, options: StepOptionsT) -> Selection:
         return getattr(options, "final_selection", "max-score")
 
-    def run(
-        self,
-        problems: Sequence[Problem],
-        generator: Generator,
-        verifier: Verifier,
-        config: StrategyConfig,
-        on_trace: TraceCallback | None = None,
-    ) -> list[Trace]:
+    def solve(self, batch: Batch) -> None:
+        config = batch.config
         self.validate(config)
         if config.scorer is None:
             raise ConfigError(f"{self.name} needs strategy.scorer (e.g. judge, reward-model)")
         require_blind(config.scorer, config, f"the {self.name} scorer")
         options = self.options(config)
-        engine = StepEngine(generator, config, options)
-        searches = start_searches(problems, generator, config, options.delimiter)
+        engine = StepEngine(batch.generator, config, options)
+        searches = start_searches(batch.problems, batch.generator, config, options.delimiter)
         picker = pick(self.final_selection(options))
-        traces: list[Trace | None] = [None] * len(searches)
         for search in searches:
             search.state["pools"] = self.initial_pools(search.tree.root, options, config)
             search.state["completed"] = []
@@ -158,10 +146,7 @@ class FrontierSearch(Strategy):
             if not candidates:  # stopped by the budget before any solution was complete
                 frontier = [n for p in search.state["pools"] for n in p.frontier]
                 candidates = [node_candidate(search, n) for n in frontier]
-            trace = finalize(search, candidates, verifier, picker)
-            traces[index] = trace
-            if on_trace is not None:
-                on_trace(trace)
+            batch.finish(index, finalize(search, candidates, batch.verifier, picker))
 
         while True:
             for index, search in enumerate(searches):
@@ -208,49 +193,45 @@ class FrontierSearch(Strategy):
                     pool.expand = self.next_expand(options)
                 if all(p.done for p in pools) or self.enough(len(completed), options, config):
                     finish(index)
-        return [t for t in traces if t is not None]
-
-
-def check_width(strategy: str, config: StrategyConfig, width: int) -> None:
-    """N beams (strategy.n) must split into whole groups of M (beam_width)."""
-    if config.n < width or config.n % width:
-        raise ConfigError(
-            f"{strategy}: strategy.n (the number of beams, {config.n}) must be a multiple "
-            f"of strategy.options.beam_width ({width})"
-        )
-    error = temperature_error(strategy, config.sampling.temperature, config.n, "steps")
-    if error:
-        raise ConfigError(error)
 
 
 class BeamOptions(StepOptions):
-    #: M: next steps sampled from each kept beam (strategy.n = N, the number of beams)
+    #: M: beam search samples M next steps from each kept beam; DVTS grows N/M subtrees of
+    #: width M (strategy.n = N, the number of beams)
     beam_width: int = Field(4, ge=1)
     final_selection: Selection = "max-score"
 
 
-class BeamSearch(FrontierSearch):
-    name: ClassVar[str] = "beam-search"
-    Options: ClassVar[type[StepOptions]] = BeamOptions
+class BeamWidthSearch(FrontierSearch[BeamOptions]):
+    """A search of N beams (strategy.n) in whole groups of M (beam_width), each frontier node
+    expanded M ways after the first round: beam search and DVTS."""
+
+    options_model = BeamOptions
 
     def validate(self, config: StrategyConfig) -> None:
-        options = self.options(config)
-        assert isinstance(options, BeamOptions)
-        check_width(self.name, config, options.beam_width)
+        width = self.options(config).beam_width
+        if config.n < width or config.n % width:
+            raise ConfigError(
+                f"{self.name}: strategy.n (the number of beams, {config.n}) must be a multiple "
+                f"of strategy.options.beam_width ({width})"
+            )
+        check_temperature(self.name, config.sampling.temperature, config.n, "steps")
 
-    def initial_pools(self, root: Node, options: StepOptions, config: StrategyConfig) -> list[Pool]:
-        assert isinstance(options, BeamOptions)
+    def next_expand(self, options: BeamOptions) -> int:
+        return options.beam_width
+
+
+class BeamSearch(BeamWidthSearch):
+    name: ClassVar[str] = "beam-search"
+
+    def initial_pools(self, root: Node, options: BeamOptions, config: StrategyConfig) -> list[Pool]:
         return [Pool(0, [root], expand=config.n, keep=config.n // options.beam_width)]
 
     def survivors(
-        self, pool: Pool, options: StepOptions, search: ProblemSearch, config: StrategyConfig
+        self, pool: Pool, options: BeamOptions, search: ProblemSearch, config: StrategyConfig
     ) -> tuple[list[Node], bool]:
         alive = top_by_score([c for c in pool.children if not c.terminal], pool.keep)
         return alive, not alive
-
-    def next_expand(self, options: StepOptions) -> int:
-        assert isinstance(options, BeamOptions)
-        return options.beam_width
 
     def expansion_counts(self, pool: Pool, config: StrategyConfig) -> list[int]:
         """N samples every round, however many beams survived."""
@@ -263,37 +244,20 @@ class BeamSearch(FrontierSearch):
         return [completed[i] for i in ranked[: config.n]]
 
 
-class DVTSOptions(StepOptions):
-    #: M: the width of each subtree (strategy.n / M subtrees)
-    beam_width: int = Field(4, ge=1)
-    final_selection: Selection = "max-score"
-
-
-class DVTS(FrontierSearch):
+class DVTS(BeamWidthSearch):
     name: ClassVar[str] = "dvts"
-    Options: ClassVar[type[StepOptions]] = DVTSOptions
 
-    def validate(self, config: StrategyConfig) -> None:
-        options = self.options(config)
-        assert isinstance(options, DVTSOptions)
-        check_width(self.name, config, options.beam_width)
-
-    def initial_pools(self, root: Node, options: StepOptions, config: StrategyConfig) -> list[Pool]:
-        assert isinstance(options, DVTSOptions)
+    def initial_pools(self, root: Node, options: BeamOptions, config: StrategyConfig) -> list[Pool]:
         subtrees = config.n // options.beam_width
         return [Pool(i, [root], expand=options.beam_width, keep=1) for i in range(subtrees)]
 
     def survivors(
-        self, pool: Pool, options: StepOptions, search: ProblemSearch, config: StrategyConfig
+        self, pool: Pool, options: BeamOptions, search: ProblemSearch, config: StrategyConfig
     ) -> tuple[list[Node], bool]:
         best = top_by_score(pool.children, 1)
         if not best or best[0].terminal:  # the subtree's greedy path has reached an answer
             return [], True
         return best, False
-
-    def next_expand(self, options: StepOptions) -> int:
-        assert isinstance(options, DVTSOptions)
-        return options.beam_width
 
     def candidates(self, search: ProblemSearch, config: StrategyConfig) -> list[Node]:
         """Each subtree's last round of children: its best step and that step's siblings,

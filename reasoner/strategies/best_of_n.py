@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reasoner.errors import ConfigError
 from reasoner.strategies.base import StrategyConfig, require_blind
-from reasoner.strategies.n_sample import NSampleStrategy, Pick
+from reasoner.strategies.n_sample import NSampleStrategy, Pick, Samples
 from reasoner.strategies.voting import majority_cluster
-from reasoner.types import Completion, Problem, Verdict
+from reasoner.types import Verdict
 from reasoner.verifiers.base import Verifier
 
 Select = Literal["max", "weighted-majority"]
@@ -102,15 +102,8 @@ class BestOfN(NSampleStrategy[Options]):
     def scorer_batch(self, options: Options) -> int | None:
         return options.scorer_batch
 
-    def pick(
-        self,
-        problem: Problem,
-        completions: list[Completion],
-        verdicts: list[Verdict],
-        scored: list[Verdict],
-        clusters: list[int],
-        options: Options,
-    ) -> Pick:
+    def pick(self, samples: Samples, options: Options) -> Pick:
+        verdicts, scored, clusters = samples.verdicts, samples.scored, samples.clusters
         scores = [scorer_score(v) for v in scored]
         chosen, how = pick(options.select, scores, clusters)
         weights = cluster_weights(scores, clusters)

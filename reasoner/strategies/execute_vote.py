@@ -43,10 +43,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasoner.models.base import Generator
 from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.strategies.base import (
+    Batch,
     Strategy,
     StrategyConfig,
-    TraceCallback,
-    charge,
+    charge_call,
     parse_options,
     problem_seed,
 )
@@ -144,7 +144,9 @@ def majority(answers: Sequence[str | None]) -> str | None:
 
 
 class ExecuteAndVote(Strategy):
-    """Subclasses say how to prompt, how to run a program and how to ask for a repair."""
+    """Subclasses say how to run a program (`execute`) and, where the solver needs more than
+    the problem rendered into `options.prompt`, how to ask for one (`first_messages`). Their
+    options name the program prompt (`prompt`) and the repair prompt (`refine_prompt`)."""
 
     default_temperature: ClassVar[float] = 0.7
     options_model: ClassVar[type[ExecuteOptions]] = ExecuteOptions
@@ -152,10 +154,13 @@ class ExecuteAndVote(Strategy):
     # --- what a subclass provides ---------------------------------------------------------
 
     @abstractmethod
-    def first_messages(self, problem: Problem, options: Any) -> tuple[ChatMessage, ...]:
-        """The chat that asks for a program."""
+    def execute(self, problem: Problem, text: str, options: Any) -> Outcome:
+        """Run one program; never raises for anything the program does."""
 
-    @abstractmethod
+    def first_messages(self, problem: Problem, options: Any) -> tuple[ChatMessage, ...]:
+        """The chat that asks for a program: `options.prompt` rendered for the problem."""
+        return load_prompt(options.prompt).render(problem)
+
     def repair_messages(
         self,
         problem: Problem,
@@ -164,11 +169,10 @@ class ExecuteAndVote(Strategy):
         error: str,
         options: Any,
     ) -> tuple[ChatMessage, ...]:
-        """The chat that asks to fix `attempt`, given the solver's `error`."""
-
-    @abstractmethod
-    def execute(self, problem: Problem, text: str, options: Any) -> Outcome:
-        """Run one program; never raises for anything the program does."""
+        """The chat that asks to fix `attempt`: the first chat, the attempt as the assistant's
+        turn, then `options.refine_prompt` rendered with the solver's `error`."""
+        feedback = load_prompt(options.refine_prompt).render(problem, error=error)
+        return (*first, ChatMessage("assistant", attempt), *feedback)
 
     def check_ready(self, options: Any) -> None:
         """Raise ConfigError when the solver cannot run at all, before a model is loaded."""
@@ -184,23 +188,20 @@ class ExecuteAndVote(Strategy):
 
     def validate(self, config: StrategyConfig) -> None:
         require_samples(config)
-        self.check_ready(self.options(config))
+        options = self.options(config)
+        load_prompt(options.prompt)  # both named prompts exist
+        load_prompt(options.refine_prompt)
+        self.check_ready(options)
 
-    def run(
-        self,
-        problems: Sequence[Problem],
-        generator: Generator,
-        verifier: Verifier,
-        config: StrategyConfig,
-        on_trace: TraceCallback | None = None,
-    ) -> list[Trace]:
+    def solve(self, batch: Batch) -> None:
+        generator, verifier, config = batch.generator, batch.verifier, batch.config
         self.validate(config)
         options = self.options(config)
         started = time.perf_counter()
         searches = [
-            _Search(problem, self.first_messages(problem, options), started) for problem in problems
+            _Search(problem, self.first_messages(problem, options), started)
+            for problem in batch.problems
         ]
-        traces: dict[int, Trace] = {}
         deferred: list[int] = []  # undecided problems waiting for the batched fallback
 
         def finish(index: int, fallback: _Fallback | None = None) -> None:
@@ -214,9 +215,7 @@ class ExecuteAndVote(Strategy):
             ):
                 deferred.append(index)
                 return
-            traces[index] = self._trace(search, verifier, fallback)
-            if on_trace is not None:
-                on_trace(traces[index])
+            batch.finish(index, self._trace(search, verifier, fallback))
 
         # round 0: K programs per problem, every problem in one engine call
         requests = [
@@ -289,7 +288,6 @@ class ExecuteAndVote(Strategy):
             fallbacks = self._fall_back([searches[i] for i in deferred], generator, config)
             for index, fallback in zip(deferred, fallbacks, strict=True):
                 finish(index, fallback)
-        return [traces[i] for i in range(len(searches))]
 
     def _fall_back(
         self, undecided: list[_Search], generator: Generator, config: StrategyConfig
@@ -309,9 +307,7 @@ class ExecuteAndVote(Strategy):
             for search in undecided
         ]
         outputs = generator.generate(requests)
-        for search, completions in zip(undecided, outputs, strict=True):
-            charge(search.usage, completions)
-            search.usage.engine_calls += 1
+        charge_call((s.usage, c) for s, c in zip(undecided, outputs, strict=True))
         return [(r, c[0]) for r, c in zip(requests, outputs, strict=True)]
 
     def _record(
@@ -356,12 +352,8 @@ class ExecuteAndVote(Strategy):
             search.latest[chain] = attempt
             search.usage.verifier_calls += 1
             by_request.setdefault(id(request), []).append(verdict)
-        called: set[int] = set()
+        charge_call((search.usage, completions) for search, _, completions in steps)
         for search, request, completions in steps:
-            charge(search.usage, completions)
-            if id(search) not in called:  # one engine call, however many of its requests
-                search.usage.engine_calls += 1
-                called.add(id(search))
             search.steps.append(Step(request, completions, by_request.get(id(request), [])))
 
     def _trace(

@@ -190,8 +190,6 @@ class FOLProver(ExecuteAndVote):
     options_model: ClassVar[type[ExecuteOptions]] = Options
 
     def check_ready(self, options: Any) -> None:
-        load_prompt(options.prompt)
-        load_prompt(options.refine_prompt)
         try:
             if options.prover == "e":
                 eprover_path()
@@ -206,17 +204,6 @@ class FOLProver(ExecuteAndVote):
         premises, statement = split_problem(problem)
         prompt = load_prompt(options.prompt)
         return prompt.render(problem, premises_nl=premises, statement=statement)
-
-    def repair_messages(
-        self,
-        problem: Problem,
-        first: tuple[ChatMessage, ...],
-        attempt: str,
-        error: str,
-        options: Any,
-    ) -> tuple[ChatMessage, ...]:
-        feedback = load_prompt(options.refine_prompt).render(problem, error=error)
-        return (*first, ChatMessage("assistant", attempt), *feedback)
 
     def execute(self, problem: Problem, text: str, options: Any) -> Outcome:
         formalisation = extract_formalisation(text)

@@ -42,11 +42,10 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from reasoner.errors import ConfigError
-from reasoner.models.base import Generator
 from reasoner.strategies.base import (
+    Batch,
     Strategy,
     StrategyConfig,
-    TraceCallback,
     oracle_refusal,
     parse_options,
     require_blind,
@@ -59,15 +58,16 @@ from reasoner.strategies.tree import (
     StepEngine,
     StepOptions,
     Tree,
+    check_temperature,
     finalize,
     node_candidate,
     pick,
     score_nodes,
     score_texts,
     start_searches,
-    temperature_error,
+    verify_texts,
 )
-from reasoner.types import Completion, Problem, Trace
+from reasoner.types import Completion, Trace, Verdict
 from reasoner.verifiers.base import Verifier
 
 FinalSelection = Literal["max-visits", "max-value", "majority"]
@@ -181,6 +181,16 @@ def best_path_end(tree: Tree, by: Literal["max-visits", "max-value"]) -> Node:
     return node
 
 
+def set_reward(node: Node, verdict: Verdict) -> bool:
+    """The node's reward from an evaluation's verdict; a failed evaluation (`error`) rewards 0
+    and keeps its feedback on the node. Whether it failed."""
+    failed = verdict.status == "error"
+    node.reward = 0.0 if failed else verdict.score
+    if failed:
+        node.score_error = verdict.feedback or "evaluation error"
+    return failed
+
+
 def rollout_text(tree: Tree, node: Node) -> str:
     return node.solution + tree.delimiter + node.rollout if node.rollout else node.solution
 
@@ -212,11 +222,7 @@ class MCTS(Strategy):
                 f"strategy.options.{stray[0]} applies to prior: logprob, but "
                 "strategy.options.prior is 'uniform'"
             )
-        error = temperature_error(
-            self.name, config.sampling.temperature, options.expand_k, "next steps"
-        )
-        if error:
-            raise ConfigError(error)
+        check_temperature(self.name, config.sampling.temperature, options.expand_k, "next steps")
 
     def uses_scorer(self, options: MCTSOptions) -> bool:
         return options.evaluation == "scorer" or options.rollout_reward == "scorer"
@@ -343,18 +349,11 @@ class MCTS(Strategy):
             assert scorer is not None
             verdicts = score_texts(scorer, texts)
         else:  # the oracle: the run verifier with the gold answer
-            verdicts = verifier.verify_batch(
-                [(s.problem, Completion(text, "stop", s.prompt_tokens, 0)) for s, text in texts]
-            )
-            for s, _ in texts:
-                s.usage.verifier_calls += 1
+            verdicts = verify_texts(verifier, texts)
         for (_, node), verdict in zip(children, verdicts, strict=True):
-            failed = verdict.status == "error"
-            node.reward = 0.0 if failed else verdict.score
+            failed = set_reward(node, verdict)
             if node.terminal and node.rollout is None and options.rollout_reward == "scorer":
                 node.score = None if failed else verdict.score
-            if failed:
-                node.score_error = verdict.feedback or "evaluation error"
 
     def leaf_text(self, tree: Tree, leaf: Node, children: list[Node], options: MCTSOptions) -> str:
         """What evaluates a selected leaf (`backup: leaf`): its partial solution (scorer), or
@@ -376,22 +375,17 @@ class MCTS(Strategy):
         """Each selected leaf's reward from its text, in one scorer (or verifier) call."""
         if not items:
             return
+        texts = [(s, text) for s, _, text in items]
         if options.evaluation == "scorer" or options.rollout_reward == "scorer":
             assert scorer is not None
-            verdicts = score_texts(scorer, [(s, text) for s, _, text in items])
+            verdicts = score_texts(scorer, texts)
         else:  # the oracle: the run verifier with the gold answer
-            verdicts = verifier.verify_batch(
-                [(s.problem, Completion(t, "stop", s.prompt_tokens, 0)) for s, _, t in items]
-            )
-            for s, _, _ in items:
-                s.usage.verifier_calls += 1
+            verdicts = verify_texts(verifier, texts)
         for (_, node, text), verdict in zip(items, verdicts, strict=True):
-            failed = verdict.status == "error"
-            node.reward = 0.0 if failed else verdict.score
-            if failed:
-                node.score_error = verdict.feedback or "evaluation error"
-            elif text == node.solution and (
-                options.evaluation == "scorer" or options.rollout_reward == "scorer"
+            if (
+                not set_reward(node, verdict)
+                and text == node.solution
+                and (options.evaluation == "scorer" or options.rollout_reward == "scorer")
             ):
                 node.score = verdict.score
 
@@ -433,14 +427,8 @@ class MCTS(Strategy):
         index = candidates.index(chosen)
         return finalize(search, candidates, verifier, lambda _c, _k: index)
 
-    def run(
-        self,
-        problems: Sequence[Problem],
-        generator: Generator,
-        verifier: Verifier,
-        config: StrategyConfig,
-        on_trace: TraceCallback | None = None,
-    ) -> list[Trace]:
+    def solve(self, batch: Batch) -> None:
+        verifier, config = batch.verifier, batch.config
         self.validate(config)
         options = self.options(config)
         scorer = config.scorer
@@ -453,17 +441,14 @@ class MCTS(Strategy):
             raise ConfigError(
                 oracle_refusal("strategy.options.rollout_reward=verifier", "the rollout reward")
             )
-        engine = StepEngine(generator, config, options)
-        searches = start_searches(problems, generator, config, options.delimiter)
-        traces: list[Trace | None] = [None] * len(searches)
+        engine = StepEngine(batch.generator, config, options)
+        searches = start_searches(batch.problems, batch.generator, config, options.delimiter)
         for search in searches:
             search.state.update(simulations=0, complete_from=None)
 
         def emit(index: int, trace: Trace | None) -> None:
             if trace is not None:
-                traces[index] = trace
-                if on_trace is not None:
-                    on_trace(trace)
+                batch.finish(index, trace)
 
         while True:
             for index, search in enumerate(searches):
@@ -527,4 +512,3 @@ class MCTS(Strategy):
             )
             for search, leaf, _ in selected:
                 backup(search.tree, leaf, leaf.reward or 0.0)
-        return [t for t in traces if t is not None]

@@ -21,13 +21,12 @@ from typing import Any, ClassVar, Generic
 from pydantic import BaseModel, ConfigDict
 
 from reasoner.errors import ConfigError
-from reasoner.models.base import Generator
 from reasoner.prompts import PromptTemplate
 from reasoner.strategies.base import (
+    Batch,
     OptionsT,
     Strategy,
     StrategyConfig,
-    TraceCallback,
     charge,
     charge_scorer,
     checker_view,
@@ -61,6 +60,20 @@ class Pick:
     verdict: Verdict
     prediction: str | None
     tree: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Samples:
+    """One problem's samples as `pick` sees them, all lists in sample order."""
+
+    problem: Problem
+    completions: list[Completion]
+    #: the run verifier's verdict on each sample
+    verdicts: list[Verdict]
+    #: the scorer's verdict on each sample where the strategy uses one, else empty
+    scored: list[Verdict]
+    #: each sample's answer class (-1: no answer)
+    clusters: list[int]
 
 
 def require_samples(config: StrategyConfig) -> None:
@@ -136,26 +149,11 @@ class NSampleStrategy(Strategy, Generic[OptionsT]):
                 ]
 
     @abstractmethod
-    def pick(
-        self,
-        problem: Problem,
-        completions: list[Completion],
-        verdicts: list[Verdict],
-        scored: list[Verdict],
-        clusters: list[int],
-        options: OptionsT,
-    ) -> Pick:
-        """Which sample stands for the problem (there is at least one); `scored` holds the
-        scorer's verdicts where the strategy uses one, else it is empty."""
+    def pick(self, samples: Samples, options: OptionsT) -> Pick:
+        """Which of the problem's samples stands for it (there is at least one)."""
 
-    def run(
-        self,
-        problems: Sequence[Problem],
-        generator: Generator,
-        verifier: Verifier,
-        config: StrategyConfig,
-        on_trace: TraceCallback | None = None,
-    ) -> list[Trace]:
+    def solve(self, batch: Batch) -> None:
+        problems, verifier, config = batch.problems, batch.verifier, batch.config
         options = self.options(config)
         self.prepare(verifier, config)
         parts = self.parts(config, options)
@@ -172,19 +170,16 @@ class NSampleStrategy(Strategy, Generic[OptionsT]):
         ]
         started = time.perf_counter()
         drawn: list[dict[int, Step]] = [{} for _ in problems]
-        traces: list[Trace | None] = [None] * len(problems)
 
         def finish(positions: Sequence[int]) -> None:
-            batch = [(problems[i], [drawn[i][p] for p in range(len(parts))]) for i in positions]
-            self.verify(batch, verifier, options)
-            scored = self._score(batch, config)
-            for position, (problem, steps) in zip(positions, batch, strict=True):
+            ready = [(problems[i], [drawn[i][p] for p in range(len(parts))]) for i in positions]
+            self.verify(ready, verifier, options)
+            scored = self._score(ready, config)
+            for position, (problem, steps) in zip(positions, ready, strict=True):
                 trace = self._trace(problem, steps, next(scored), verifier, options, started)
-                traces[position] = trace
-                if on_trace is not None:
-                    on_trace(trace)
+                batch.finish(position, trace)
 
-        stream = generator.generate_stream(requests) if requests else iter(())
+        stream = batch.generator.generate_stream(requests) if requests else iter(())
         for index, completions in stream:
             part, position = divmod(index, len(problems))
             drawn[position][part] = Step(requests[index], completions, [])
@@ -194,18 +189,17 @@ class NSampleStrategy(Strategy, Generic[OptionsT]):
             size = self.scorer_batch(options) or max(1, len(problems))
             for start in range(0, len(problems), size):
                 finish(range(start, min(start + size, len(problems))))
-        return [t for t in traces if t is not None]
 
     def _score(
-        self, batch: Sequence[tuple[Problem, list[Step]]], config: StrategyConfig
+        self, drawn: Sequence[tuple[Problem, list[Step]]], config: StrategyConfig
     ) -> Iterator[list[Verdict]]:
         """An iterator of each problem's scorer verdicts (empty lists without a scorer)."""
         scorer = config.scorer if self.needs_scorer_for(config) else None
-        counts = [sum(len(s.completions) for s in steps) for _, steps in batch]
+        counts = [sum(len(s.completions) for s in steps) for _, steps in drawn]
         if scorer is None:
-            return iter([[] for _ in batch])
+            return iter([[] for _ in drawn])
         pairs = [
-            (checker_view(p, config), c) for p, steps in batch for s in steps for c in s.completions
+            (checker_view(p, config), c) for p, steps in drawn for s in steps for c in s.completions
         ]
         scores = iter(scorer.verify_batch(pairs))
         return iter([[next(scores) for _ in range(k)] for k in counts])
@@ -228,7 +222,8 @@ class NSampleStrategy(Strategy, Generic[OptionsT]):
             charge(usage, step.completions)
         charge_scorer(usage, scored)
         if completions:
-            chosen = self.pick(problem, completions, verdicts, scored, clusters, options)
+            samples = Samples(problem, completions, verdicts, scored, clusters)
+            chosen = self.pick(samples, options)
         else:
             chosen = Pick(Verdict("incorrect", 0.0, "the engine returned no samples"), None)
         usage.wall_time_s = time.perf_counter() - started

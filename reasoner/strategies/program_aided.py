@@ -21,14 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasoner.errors import ConfigError
 from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.strategies.base import StrategyConfig, parse_options
-from reasoner.strategies.n_sample import NSampleStrategy, Part, Pick
+from reasoner.strategies.n_sample import NSampleStrategy, Part, Pick, Samples
 from reasoner.strategies.sampling import majority_pick
 from reasoner.types import Completion, Problem, Step, Verdict
 from reasoner.verifiers.base import Verifier
-from reasoner.verifiers.code_exec import extract_program
-from reasoner.verifiers.sandbox import SandboxLimits, SandboxResult, default_limits, run_in_sandbox
-
-_TAIL_CHARS = 2000
+from reasoner.verifiers.code_exec import (
+    extract_program,
+    failed_run,
+    last_line,
+    run_details,
+)
+from reasoner.verifiers.sandbox import SandboxLimits, default_limits, run_in_sandbox
 
 
 class Options(BaseModel):
@@ -55,39 +58,19 @@ class ProgramRun:
     details: dict[str, Any]
 
 
-def last_line(text: str) -> str:
-    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
-
-
 def run_program(text: str, limits: SandboxLimits) -> ProgramRun:
     """The sample's last ```python block, run in the sandbox; never raises."""
     code = extract_program(text)
     if code is None:
         return ProgramRun(None, Verdict("incorrect", 0.0, "no code found"), {"program": None})
     result = run_in_sandbox(code, limits=limits)
-    details = _run_details(result)
-    if result.status == "sandbox_error":
-        return ProgramRun(None, Verdict("error", 0.0, f"sandbox failed: {result.reason}"), details)
+    details = run_details(result)
     if not result.ok:
-        if result.status == "nonzero_exit":
-            feedback = last_line(result.stderr) or f"program failed ({result.reason})"
-        else:
-            feedback = f"program stopped: {result.reason}"
-        return ProgramRun(None, Verdict("incorrect", 0.0, feedback), details)
+        return ProgramRun(None, failed_run(result, details), details)
     printed = last_line(result.stdout)
     if not printed:
         return ProgramRun(None, Verdict("incorrect", 0.0, "program printed nothing"), details)
     return ProgramRun(printed, None, {**details, "printed": printed})
-
-
-def _run_details(result: SandboxResult) -> dict[str, Any]:
-    return {
-        "sandbox_status": result.status,
-        "returncode": result.returncode,
-        "wall_s": result.wall_s,
-        "stdout_tail": result.stdout[-_TAIL_CHARS:],
-        "stderr_tail": result.stderr[-_TAIL_CHARS:],
-    }
 
 
 def grade_runs(verifier: Verifier, problem: Problem, runs: Sequence[ProgramRun]) -> list[Verdict]:
@@ -148,17 +131,9 @@ class ProgramAided(NSampleStrategy[Options]):
             programs.verdicts[:] = grade_runs(verifier, problem, runs)
             super().verify([(problem, cot)], verifier, options)
 
-    def pick(
-        self,
-        problem: Problem,
-        completions: list[Completion],
-        verdicts: list[Verdict],
-        scored: list[Verdict],
-        clusters: list[int],
-        options: Options,
-    ) -> Pick:
+    def pick(self, samples: Samples, options: Options) -> Pick:
         """The vote over every part's answers: the programs' printed lines, then any CoT's."""
-        return majority_pick(verdicts, clusters)
+        return majority_pick(samples)
 
 
 def _load(name: str, key: str) -> PromptTemplate:

@@ -10,14 +10,14 @@ from typing import ClassVar
 
 from reasoner.errors import ConfigError
 from reasoner.strategies.base import StrategyConfig
-from reasoner.strategies.n_sample import NoOptions, NSampleStrategy, Pick
+from reasoner.strategies.n_sample import NoOptions, NSampleStrategy, Pick, Samples
 from reasoner.strategies.voting import majority_cluster
-from reasoner.types import Completion, Problem, Verdict
 
 
-def majority_pick(verdicts: list[Verdict], clusters: list[int]) -> Pick:
+def majority_pick(samples: Samples) -> Pick:
     """The first sample of the most common answer; with no answer among the samples, the first
     sample's verdict stands for the problem."""
+    verdicts, clusters = samples.verdicts, samples.clusters
     winner = majority_cluster(clusters, len(clusters))
     chosen = verdicts[0] if winner is None else verdicts[clusters.index(winner)]
     return Pick(chosen, chosen.answer)
@@ -28,16 +28,8 @@ class SelfConsistency(NSampleStrategy[NoOptions]):
     default_temperature: ClassVar[float] = 0.7
     options_model = NoOptions
 
-    def pick(
-        self,
-        problem: Problem,
-        completions: list[Completion],
-        verdicts: list[Verdict],
-        scored: list[Verdict],
-        clusters: list[int],
-        options: NoOptions,
-    ) -> Pick:
-        return majority_pick(verdicts, clusters)
+    def pick(self, samples: Samples, options: NoOptions) -> Pick:
+        return majority_pick(samples)
 
 
 class Greedy(SelfConsistency):

@@ -32,12 +32,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasoner.errors import ConfigError
-from reasoner.models.base import Generator
 from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.strategies.base import (
+    Batch,
     Strategy,
     StrategyConfig,
-    TraceCallback,
     charge,
     charge_scorer,
     checker_view,
@@ -180,28 +179,21 @@ class SelfRefine(Strategy):
         require_blind(verifier, config, "self-refine feedback (feedback: verifier)")
         return verifier
 
-    def run(
-        self,
-        problems: Sequence[Problem],
-        generator: Generator,
-        verifier: Verifier,
-        config: StrategyConfig,
-        on_trace: TraceCallback | None = None,
-    ) -> list[Trace]:
+    def solve(self, batch: Batch) -> None:
+        verifier, config = batch.verifier, batch.config
         options = self.options(config)
         checker = self.feedback_verifier(options, verifier, config)
         # an oracle checker that is the run's verifier: its verdicts are the run's, reused
         reuse = checker is verifier and config.oracle
         refine = load_refine_prompt(options.refine_prompt)
         started = time.perf_counter()
-        states = [_Problem(p) for p in problems]
-        traces: list[Trace | None] = [None] * len(problems)
-        active = list(range(len(problems)))
+        states = [_Problem(p) for p in batch.problems]
+        active = list(range(len(states)))
         for round_ in range(options.max_rounds + 1):
             if not active:
                 break
             requests = [self._request(states[i], round_, config, refine, options) for i in active]
-            outputs = generator.generate(requests)
+            outputs = batch.generator.generate(requests)
             completions = [out[0] if out else Completion("", "error", 0, 0) for out in outputs]
             graded = verifier.verify_batch(
                 [(states[i].problem, c) for i, c in zip(active, completions, strict=True)]
@@ -232,12 +224,8 @@ class SelfRefine(Strategy):
                 if reason is None:
                     still.append(i)
                     continue
-                trace = self._trace(state, verifier, reason, started)
-                traces[i] = trace
-                if on_trace is not None:
-                    on_trace(trace)
+                batch.finish(i, self._trace(state, verifier, reason, started))
             active = still
-        return [t for t in traces if t is not None]
 
     @staticmethod
     def _request(

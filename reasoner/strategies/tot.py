@@ -22,8 +22,8 @@ from reasoner.strategies.tree import (
     ProblemSearch,
     Selection,
     StepOptions,
+    check_temperature,
     rank_score,
-    temperature_error,
 )
 
 
@@ -49,32 +49,25 @@ def sample_by_score(nodes: list[Node], keep: int, rng: random.Random) -> list[No
     return [node for _, _, node in keyed[:keep]]
 
 
-class TreeOfThought(FrontierSearch):
+class TreeOfThought(FrontierSearch[ToTOptions]):
     name: ClassVar[str] = "tree-of-thought"
-    Options: ClassVar[type[StepOptions]] = ToTOptions
+    options_model = ToTOptions
 
     def validate(self, config: StrategyConfig) -> None:
         options = self.options(config)
-        assert isinstance(options, ToTOptions)
         if config.n != 1:
             raise ConfigError(
                 f"{self.name} takes its width from strategy.options.breadth and expand_k; "
                 f"strategy.n must be 1 (got {config.n})"
             )
-        error = temperature_error(
-            self.name, config.sampling.temperature, options.expand_k, "next steps"
-        )
-        if error:
-            raise ConfigError(error)
+        check_temperature(self.name, config.sampling.temperature, options.expand_k, "next steps")
 
-    def initial_pools(self, root: Node, options: StepOptions, config: StrategyConfig) -> list[Pool]:
-        assert isinstance(options, ToTOptions)
+    def initial_pools(self, root: Node, options: ToTOptions, config: StrategyConfig) -> list[Pool]:
         return [Pool(0, [root], expand=options.expand_k, keep=options.breadth)]
 
     def survivors(
-        self, pool: Pool, options: StepOptions, search: ProblemSearch, config: StrategyConfig
+        self, pool: Pool, options: ToTOptions, search: ProblemSearch, config: StrategyConfig
     ) -> tuple[list[Node], bool]:
-        assert isinstance(options, ToTOptions)
         open_nodes = [c for c in pool.children if not c.terminal]
         if options.selection == "greedy":
             kept = top_by_score(open_nodes, pool.keep)
@@ -85,6 +78,5 @@ class TreeOfThought(FrontierSearch):
             kept = sample_by_score(distinct, pool.keep, rng)
         return kept, not kept
 
-    def next_expand(self, options: StepOptions) -> int:
-        assert isinstance(options, ToTOptions)
+    def next_expand(self, options: ToTOptions) -> int:
         return options.expand_k

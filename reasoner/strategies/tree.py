@@ -23,8 +23,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from reasoner.errors import ConfigError
 from reasoner.models.base import Generator
-from reasoner.strategies.base import StrategyConfig, blind, charge, charge_scorer, problem_seed
+from reasoner.strategies.base import (
+    StrategyConfig,
+    blind,
+    charge_call,
+    charge_scorer,
+    problem_seed,
+)
 from reasoner.strategies.voting import cluster_answers, majority_cluster
 from reasoner.types import (
     Completion,
@@ -253,15 +260,10 @@ class StepEngine:
             return []
         results = self.generator.generate([self.request(e) for e in expansions])
         self.rounds += 1
-        charged: set[int] = set()
+        charge_call((e.search.usage, c) for e, c in zip(expansions, results, strict=True))
         for expansion, completions in zip(expansions, results, strict=True):
-            search = expansion.search
-            charge(search.usage, completions)
             if completions and expansion.node.id == 0:
-                search.prompt_tokens = completions[0].prompt_tokens
-            if id(search) not in charged:
-                charged.add(id(search))
-                search.usage.engine_calls += 1
+                expansion.search.prompt_tokens = completions[0].prompt_tokens
         return results
 
     def is_final(self, text: str) -> bool:
@@ -311,6 +313,17 @@ def score_texts(scorer: Verifier, items: Sequence[tuple[ProblemSearch, str]]) ->
     for (search, _), verdict in zip(items, verdicts, strict=True):
         search.usage.verifier_calls += 1
         charge_scorer(search.usage, [verdict])
+    return verdicts
+
+
+def verify_texts(verifier: Verifier, items: Sequence[tuple[ProblemSearch, str]]) -> list[Verdict]:
+    """The run verifier's verdicts on solutions, against the gold answer, in one batched call:
+    an oracle's reward (`strategy.oracle`), never a blind score."""
+    verdicts = verifier.verify_batch(
+        [(s.problem, Completion(text, "stop", s.prompt_tokens, 0)) for s, text in items]
+    )
+    for search, _ in items:
+        search.usage.verifier_calls += 1
     return verdicts
 
 
@@ -417,11 +430,10 @@ def finalize(
     )
 
 
-def temperature_error(strategy: str, temperature: float, samples: int, what: str) -> str | None:
-    """Several samples of one prompt at temperature 0 are one sample repeated."""
+def check_temperature(strategy: str, temperature: float, samples: int, what: str) -> None:
+    """Refuse several samples of one prompt at temperature 0: they are one sample repeated."""
     if samples > 1 and temperature <= 0:
-        return (
+        raise ConfigError(
             f"{strategy} samples {samples} {what} per node and needs sampling.temperature > 0 "
             f"(got {temperature})"
         )
-    return None

@@ -23,7 +23,7 @@ from reasoner.errors import ConfigError
 from reasoner.prompts import load_prompt
 from reasoner.strategies.execute_vote import ExecuteAndVote, ExecuteOptions, Outcome
 from reasoner.strategies.fol_prover import option_letters
-from reasoner.types import ChatMessage, Problem
+from reasoner.types import Problem
 from reasoner.verifiers import sandbox
 from reasoner.verifiers.sandbox import SandboxLimits, default_limits, run_in_sandbox
 
@@ -87,27 +87,11 @@ class Z3Program(ExecuteAndVote):
     options_model: ClassVar[type[ExecuteOptions]] = Options
 
     def check_ready(self, options: Any) -> None:
-        load_prompt(options.prompt)
-        load_prompt(options.refine_prompt)
         if shutil.which(sandbox.BWRAP) is None:
             raise ConfigError(
                 "the z3-program strategy runs model-written programs in the bubblewrap "
                 "sandbox, and `bwrap` is not on PATH: apt-get install bubblewrap"
             )
-
-    def first_messages(self, problem: Problem, options: Any) -> tuple[ChatMessage, ...]:
-        return load_prompt(options.prompt).render(problem)
-
-    def repair_messages(
-        self,
-        problem: Problem,
-        first: tuple[ChatMessage, ...],
-        attempt: str,
-        error: str,
-        options: Any,
-    ) -> tuple[ChatMessage, ...]:
-        feedback = load_prompt(options.refine_prompt).render(problem, error=error)
-        return (*first, ChatMessage("assistant", attempt), *feedback)
 
     def execute(self, problem: Problem, text: str, options: Any) -> Outcome:
         letters = set(option_letters(problem).values())

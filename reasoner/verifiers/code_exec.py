@@ -39,11 +39,13 @@ def extract_program(text: str) -> str | None:
     return text if text.strip() else None
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
+    """The last non-blank line, stripped (a program's answer, an exception's message)."""
     return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
 
 
-def _run_details(result: SandboxResult) -> dict[str, Any]:
+def run_details(result: SandboxResult) -> dict[str, Any]:
+    """What a verdict keeps of a sandboxed run: its status, exit code, time and output tails."""
     return {
         "sandbox_status": result.status,
         "returncode": result.returncode,
@@ -53,13 +55,13 @@ def _run_details(result: SandboxResult) -> dict[str, Any]:
     }
 
 
-def _failed_run(result: SandboxResult, details: dict[str, Any]) -> Verdict:
+def failed_run(result: SandboxResult, details: dict[str, Any]) -> Verdict:
     """A run that did not end cleanly: the sandbox's fault is `error`, the program's is
     `incorrect` with the exception (last traceback line) or the limit it hit."""
     if result.status == "sandbox_error":
         return Verdict("error", 0.0, f"sandbox failed: {result.reason}", None, details)
     if result.status == "nonzero_exit":
-        feedback = _last_line(result.stderr) or f"program failed ({result.reason})"
+        feedback = last_line(result.stderr) or f"program failed ({result.reason})"
     else:
         feedback = f"program stopped: {result.reason}"
     return Verdict("incorrect", 0.0, feedback, None, details)
@@ -85,10 +87,10 @@ class ProgramAidedMathVerifier(Verifier):
         if code is None:
             return Verdict("incorrect", 0.0, "no code found")
         result = run_in_sandbox(code, limits=self.limits)
-        details = _run_details(result)
+        details = run_details(result)
         if not result.ok:
-            return _failed_run(result, details)
-        printed = _last_line(result.stdout)
+            return failed_run(result, details)
+        printed = last_line(result.stdout)
         if not printed:
             return Verdict("incorrect", 0.0, "program printed nothing", None, details)
         # The printed line is read as a solution's final line: `42`, `x = 42`, `\boxed{3/4}`.
@@ -238,12 +240,12 @@ class UnitTestVerifier(Verifier):
             return Verdict("incorrect", 0.0, "no code found")
         nonce = secrets.token_hex(16)
         result = run_in_sandbox(_harness(nonce, code, cases), limits=self.limits)
-        details = _run_details(result)
+        details = run_details(result)
         report = _read_report(result.stdout, nonce) if result.ok else None
         if report is None:
             if result.ok:
                 return Verdict("incorrect", 0.0, "the tests did not finish", None, details)
-            return _failed_run(result, details)
+            return failed_run(result, details)
         return self._verdict(cases, report, details)
 
     def _verdict(

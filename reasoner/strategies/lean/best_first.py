@@ -32,13 +32,12 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasoner.errors import ConfigError
-from reasoner.models.base import Generator
 from reasoner.prompts import PromptTemplate, load_prompt
 from reasoner.strategies.base import (
+    Batch,
     Strategy,
     StrategyConfig,
-    TraceCallback,
-    charge,
+    charge_call,
     parse_options,
     problem_seed,
 )
@@ -204,36 +203,27 @@ class LeanBestFirst(Strategy):
                 f"leave strategy.n at 1 (got {config.n})"
             )
 
-    def run(
-        self,
-        problems: Sequence[Problem],
-        generator: Generator,
-        verifier: Verifier,
-        config: StrategyConfig,
-        on_trace: TraceCallback | None = None,
-    ) -> list[Trace]:
+    def solve(self, batch: Batch) -> None:
+        verifier, config = batch.verifier, batch.config
         self.validate(config)
         options = parse_options(Options, config.options, self.name)
         environment = self.environment_factory(options)
         sampling = dataclasses.replace(config.sampling, max_tokens=options.tactic_max_tokens)
         proposer = TacticGenerator(
-            generator,
+            batch.generator,
             load_prompt(options.prompt),
             sampling,
             options.num_tactics,
             options.allow_native_decide,
         )
         started = time.perf_counter()
-        searches = [_Search(problem, started) for problem in problems]
-        traces: dict[int, Trace] = {}
+        searches = [_Search(problem, started) for problem in batch.problems]
 
         def finish(index: int) -> None:
             search = searches[index]
             search.done = True
             environment.finish(search.problem)
-            traces[index] = self._trace(search, options)
-            if on_trace is not None:
-                on_trace(traces[index])
+            batch.finish(index, self._trace(search, options))
 
         try:
             roots = _map(self._start, [(environment, s) for s in searches], environment)
@@ -262,7 +252,6 @@ class LeanBestFirst(Strategy):
                         finish(index)
         finally:
             environment.close()
-        return [traces[i] for i in range(len(searches))]
 
     @staticmethod
     def _start(args: tuple[TacticEnvironment, _Search]) -> _Node | None:
@@ -308,13 +297,9 @@ class LeanBestFirst(Strategy):
             if node.state is not None
         ]
         proposals = proposer.propose(items)
-        counted: set[int] = set()
+        charge_call((s.usage, p.completions) for (s, _), p in zip(picked, proposals, strict=True))
         work: dict[int, list[tuple[_Node, Proposal, int]]] = {}
         for (search, node), proposal in zip(picked, proposals, strict=True):
-            charge(search.usage, proposal.completions)
-            if id(search) not in counted:
-                search.usage.engine_calls += 1
-                counted.add(id(search))
             search.steps.append(Step(proposal.request, proposal.completions, []))
             work.setdefault(id(search), []).append((node, proposal, len(search.steps) - 1))
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from reasoner.strategies.n_sample import NoOptions, NSampleStrategy, Pick
-from reasoner.types import Completion, Problem, Verdict
+from reasoner.strategies.n_sample import NoOptions, NSampleStrategy, Pick, Samples
 
 
 class LeanWholeProof(NSampleStrategy[NoOptions]):
@@ -21,16 +20,9 @@ class LeanWholeProof(NSampleStrategy[NoOptions]):
     default_temperature: ClassVar[float] = 0.7
     options_model = NoOptions
 
-    def pick(
-        self,
-        problem: Problem,
-        completions: list[Completion],
-        verdicts: list[Verdict],
-        scored: list[Verdict],
-        clusters: list[int],
-        options: NoOptions,
-    ) -> Pick:
+    def pick(self, samples: Samples, options: NoOptions) -> Pick:
+        verdicts = samples.verdicts
         accepted = next((i for i, v in enumerate(verdicts) if v.is_correct), None)
         if accepted is None:
             return Pick(verdicts[0], None)
-        return Pick(verdicts[accepted], completions[accepted].text)
+        return Pick(verdicts[accepted], samples.completions[accepted].text)
