@@ -7,7 +7,7 @@ messages and tests all read the names from one place.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Generic, TypeVar, overload
 
 from reasoner.errors import ConfigError, unknown_choice
@@ -24,6 +24,18 @@ class Registry(Mapping[str, T], Generic[T]):
         """`kind` is what an entry is called in errors ("verifier", "strategy")."""
         self.kind = kind
         self._entries = dict(entries)
+
+    @classmethod
+    def by_name(cls, kind: str, classes: Iterable[T]) -> Registry[T]:
+        """Each class under its own `name` attribute; two classes with one name are a bug in
+        the table, refused at import rather than one silently shadowing the other."""
+        entries: dict[str, T] = {}
+        for entry in classes:
+            name = str(getattr(entry, "name"))  # noqa: B009
+            if name in entries:
+                raise ValueError(f"two {kind} classes are named {name!r}")
+            entries[name] = entry
+        return cls(kind, entries)
 
     def __getitem__(self, name: str) -> T:
         try:

@@ -10,6 +10,8 @@ import gc
 import json
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -21,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from reasoner.cli import main
 from reasoner.config import EvalConfig, build_config
-from reasoner.errors import ConfigError, ModelError
+from reasoner.errors import ConfigError, ModelError, RunFolderError
 from reasoner.models.base import Generator
 from reasoner.models.batching import Cancelled, CancelToken, current_token
 from reasoner.models.config import ModelConfig
@@ -94,6 +96,38 @@ def _eval_config(out: Path, data_dir: Path, *overrides: str) -> EvalConfig:
             *overrides,
         ],
     )
+
+
+def test_a_second_eval_on_a_folder_being_written_is_refused_before_its_engine(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    holder = subprocess.Popen(  # another `reasoner eval` writing `out`
+        [sys.executable, "-c", HOLD_FOLDER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+
+    def no_engine(config: ModelConfig) -> Any:
+        raise AssertionError("the engine must not be loaded for a refused run")
+
+    monkeypatch.setattr(evaluate, "load_generator", no_engine)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunFolderError, match=f"being written by pid {holder.pid}"):
+            run_eval(_eval_config(out, data_dir))
+        assert [p.name for p in out.iterdir()] == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+HOLD_FOLDER = """
+import sys, time
+from reasoner.runner.run_folder import RunFolder
+folder = RunFolder(sys.argv[1])
+folder.lock()
+print("locked", flush=True)
+time.sleep(600)
+"""
 
 
 def test_a_failed_start_leaves_out_as_it_was_and_the_corrected_rerun_runs(

@@ -11,6 +11,9 @@ from _scripted_generator import ScriptedGenerator
 
 from reasoner.errors import ConfigError
 from reasoner.prompts import load_prompt
+from reasoner.scale.settings import RaySettings
+from reasoner.scale.verifiers import ray_verifier
+from reasoner.serving.answers import ReferenceFreeVerifier
 from reasoner.strategies.base import Budget, StrategyConfig
 from reasoner.strategies.program_aided import ProgramAided
 from reasoner.types import GenerationRequest, Problem, SamplingParams, Trace
@@ -137,9 +140,12 @@ def test_usage_is_one_call_and_one_check_per_sample(
 def test_verifiers_that_run_the_completion_as_code_are_refused() -> None:
     for verifier in (ProgramAidedMathVerifier(workers=1), UnitTestVerifier()):
         assert verifier.runs_completion_as_code
+        # bare, and behind the wrappers `--ray` and `reasoner serve` put around a verifier
+        wrapped = (verifier, ray_verifier(verifier, RaySettings()), ReferenceFreeVerifier(verifier))
         try:
-            with pytest.raises(ConfigError, match=f"not {verifier.name!r}"):
-                ProgramAided().run(PROBLEMS, ScriptedGenerator(_script), verifier, _config())
+            for checker in wrapped:
+                with pytest.raises(ConfigError, match=f"not {verifier.name!r}"):
+                    ProgramAided().run(PROBLEMS, ScriptedGenerator(_script), checker, _config())
         finally:
             verifier.close()
 

@@ -34,9 +34,27 @@ def test_entries_are_read_only() -> None:
         colours["blue"] = 2  # type: ignore[index]
 
 
-def test_shipped_registries_are_keyed_by_each_class_name() -> None:
-    for registry in (VERIFIERS, STRATEGIES):
-        assert all(cls.name == name for name, cls in registry.items())
+def test_a_registry_by_name_refuses_two_classes_with_one_name() -> None:
+    class A:
+        name = "same"
+
+    class B:
+        name = "same"
+
+    with pytest.raises(ValueError, match="two strategy classes are named 'same'"):
+        Registry.by_name("strategy", [A, B])
+    assert Registry.by_name("strategy", [A])["same"] is A
+
+
+def test_the_shipped_registries_hold_every_shipped_part() -> None:
+    assert VERIFIERS.names() == [
+        "choice", "fol", "judge", "lean", "math", "python-math", "reward-model", "unit-tests"
+    ]  # fmt: skip
+    assert STRATEGIES.names() == [
+        "beam-search", "best-of-n", "dvts", "fol-prover", "greedy", "lean-best-first",
+        "lean-whole-proof", "mcts", "program-aided", "self-consistency", "self-refine",
+        "tree-of-thought", "z3-program",
+    ]  # fmt: skip
     with pytest.raises(ConfigError, match="unknown strategy 'beam'; choose one of: beam-search"):
         load_strategy("beam")
     with pytest.raises(ConfigError, match="unknown verifier 'maths'; choose one of: choice"):

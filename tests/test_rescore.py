@@ -142,6 +142,17 @@ def test_a_run_still_being_written_is_not_rescored(
     assert main(["rescore", str(sc_run.path)]) == 0  # the holder's death released it
 
 
+def test_results_that_grew_while_regrading_are_not_replaced(sc_run: RunFolder) -> None:
+    result = rescore.rescore_folder(sc_run.path)
+    with sc_run.results_path.open("a") as results:  # a problem finished meanwhile
+        results.write(sc_run.results_path.read_text().splitlines()[0] + "\n")
+    grown = sc_run.results_path.read_bytes()
+    with pytest.raises(ReasonerError, match="changed while it was being re-scored"):
+        rescore.write_rescored(result)
+    assert sc_run.results_path.read_bytes() == grown
+    assert not (sc_run.path / rescore.BEFORE_SUMMARY).exists()  # nothing was written
+
+
 LIVE_WRITER = """
 import sys, time
 from reasoner.runner.run_folder import RunFolder

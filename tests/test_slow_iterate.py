@@ -22,7 +22,7 @@ from reasoner.loops.config import IterateConfig
 from reasoner.loops.iterate import run_iterate
 from reasoner.models.base import Generator
 from tests.conftest import TEST_MODEL
-from tests.processes import descendants, kill_all, survivors
+from tests.processes import descendants, kill_all, name, survivors
 
 pytestmark = pytest.mark.slow
 
@@ -138,6 +138,9 @@ def test_sigkill_mid_training_resumes_to_the_uninterrupted_results(
         assert time.monotonic() < deadline, "round 1 did not start training within 15 minutes"
         time.sleep(0.2)
     family = descendants(process.pid)  # the trainer, vLLM's engine and its worker
+    names = [name(pid) for pid in family]
+    assert any("reasoner.loops.train_child" in n for n in names), names
+    assert any("EngineCore" in n for n in names), names
     os.kill(process.pid, signal.SIGKILL)  # the loop's own process alone, not its group
     process.wait()
     try:

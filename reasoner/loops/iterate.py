@@ -265,11 +265,23 @@ def default_out(config: IterateConfig) -> str:
 
 
 def run_iterate(config: IterateConfig, generator: Generator | None = None) -> list[dict[str, Any]]:
-    """Run (or resume) the loop; returns the summaries of rounds 0..R."""
+    """Run (or resume) the loop; returns the summaries of rounds 0..R. The loop's folder is
+    held (`RunFolder.lock`) for the whole run, so a second loop on it is refused."""
     if config.stage == "dpo" and config.sample.strategy.n < 2 and config.sample.hard_n < 2:
         raise ConfigError("iterative DPO needs pairs: sample.strategy.n must be at least 2")
     out = Path(config.out or default_out(config))
     top = RunFolder(out)
+    top.check(config.model_dump(mode="json"))
+    top.lock()
+    try:
+        return _run_loop(config, out, top, generator)
+    finally:
+        top.unlock()
+
+
+def _run_loop(
+    config: IterateConfig, out: Path, top: RunFolder, generator: Generator | None
+) -> list[dict[str, Any]]:
     top.prepare(config.model_dump(mode="json"))
     # fail on a bad benchmark, strategy or training key before any model is loaded
     stage_config(config, out / "data.jsonl", None, out / "train")

@@ -195,11 +195,15 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
                 resolved_model = None
             session["load_time_s"] = time.perf_counter() - started
             try:
+                folder.lock()
                 folder.prepare(resolved_config)
             except BaseException:
                 if owns_generator:
                     generator.close()
                 raise
+            # what another process finished in this folder while this one loaded its engine
+            finished_ids = {row["problem"]["id"] for row in folder.load_results()}
+            pending = [p for p in pending if p.id not in finished_ids]
             if config.model.adapter is not None:
                 generator = AdapterGenerator(generator, config.model.adapter)
             # a start record first, so a session killed before it could finish still counts
@@ -253,6 +257,7 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
                     generator.close()
                 engine_logs.log_engine_to(None)  # later engines in this process are not this run's
         else:  # nothing left to run: the summary is rewritten from the results
+            folder.lock()
             folder.prepare(resolved_config)
         summary = _summary(plan, problems, folder)
         folder.write_summary(summary)
@@ -305,21 +310,25 @@ def merge_shards(folders: Sequence[Path], out: Path) -> dict[str, Any]:
     merged = RunFolder(out)
     if merged.path.exists() and any(merged.path.iterdir()):
         raise ConfigError(f"{out} already exists and is not empty")
-    merged.prepare(plan.config.model_dump(mode="json"))
-    merged.write_results(row for f in folders for row in read_results(f, missing_ok=True))
-    concatenate_jsonl([f / "sessions.jsonl" for f in folders], merged.sessions_path)
-    manifests = [
-        json.loads((f / "manifest.json").read_text())
-        for f in folders
-        if (f / "manifest.json").is_file()
-    ]
-    if manifests:
-        merged.write_manifest(
-            {**manifests[0], "shards": [str(f) for f in folders], "shard_manifests": manifests}
-        )
-    summary = _summary(plan, selected_problems(plan), merged)
-    merged.write_summary(summary)
-    return summary
+    merged.lock()
+    try:
+        merged.prepare(plan.config.model_dump(mode="json"))
+        merged.write_results(row for f in folders for row in read_results(f, missing_ok=True))
+        concatenate_jsonl([f / "sessions.jsonl" for f in folders], merged.sessions_path)
+        manifests = [
+            json.loads((f / "manifest.json").read_text())
+            for f in folders
+            if (f / "manifest.json").is_file()
+        ]
+        if manifests:
+            merged.write_manifest(
+                {**manifests[0], "shards": [str(f) for f in folders], "shard_manifests": manifests}
+            )
+        summary = _summary(plan, selected_problems(plan), merged)
+        merged.write_summary(summary)
+        return summary
+    finally:
+        merged.unlock()
 
 
 def default_out(config: EvalConfig) -> str:

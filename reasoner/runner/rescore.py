@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -85,6 +86,8 @@ class Rescored:
     samples_changed: int = 0
     samples: int = 0
     new_errors: list[str] = field(default_factory=list)
+    #: sha256 of results.jsonl as it was read: the swap is refused if a run wrote to it since
+    results_sha256: str = ""
 
 
 def rescore_method(strategy_name: str) -> Method:
@@ -156,6 +159,7 @@ def rescore_folder(folder: Path) -> Rescored:
     config = load_config(folder)
     method = rescore_method(config.strategy.name)
     run = RunFolder(folder)
+    digest = _sha256(run.results_path)
     rows = read_results(run.path)
     if not rows:
         raise ReasonerError(f"{run.results_path}: no finished problems to re-score")
@@ -172,6 +176,7 @@ def rescore_folder(folder: Path) -> Rescored:
         new_rows,
         old_summary,
         merge_summary(old_summary, summarize(new_rows)),
+        results_sha256=digest,
     )
     for old, new in zip(rows, new_rows, strict=True):
         pid = str(old["problem"]["id"])
@@ -348,21 +353,25 @@ def write_rescored(result: Rescored) -> None:
 
 
 def _swap_in(run: RunFolder, result: Rescored) -> None:
+    if _sha256(run.results_path) != result.results_sha256:
+        raise ReasonerError(
+            f"{run.results_path} changed while it was being re-scored (a run wrote to it); "
+            "nothing was written: re-run rescore"
+        )
     before = result.folder / BEFORE_SUMMARY
     if run.summary_path.is_file() and not before.exists():  # the first rescore's original
         before.write_text(run.summary_path.read_text())
     record_path = result.folder / RECORD
     history = json.loads(record_path.read_text()) if record_path.is_file() else []
     history.append(change_record(result))
-    # as resume does: a cut-off tail goes to results.jsonl.torn, not lost
-    if len(run.load_results()) != len(result.rows):
-        raise ReasonerError(
-            f"{run.results_path} changed while it was being re-scored (a run wrote to it); "
-            "nothing was written: re-run rescore"
-        )
+    run.load_results()  # as resume does: a cut-off tail goes to results.jsonl.torn, not lost
     run.write_results(result.rows)
     run.write_summary(result.new_summary)
     _write_json(record_path, history)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -43,7 +43,9 @@ class RunFolder:
         """Hold the folder for this process until `unlock()` or its exit (the kernel drops a
         dead process's flock, SIGKILL included): a second writer (another `reasoner eval` on
         the same `--out`, a `rescore` of a run still going) is refused at once instead of
-        interleaving lines with it. Creates the folder."""
+        interleaving lines with it. Creates the folder. `prepare` does not lock: the commands
+        that write a folder over time (eval, iterate, merge, rescore) hold it explicitly and
+        release it in a `finally`."""
         if self._lock is not None:
             return
         self.path.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,8 @@ class RunFolder:
 
     def unlock(self) -> None:
         if self._lock is not None:
-            self._lock.close()  # closing the file releases the flock
+            fcntl.flock(self._lock, fcntl.LOCK_UN)  # not only close: a forked child shares it
+            self._lock.close()
             self._lock = None
 
     def check(self, config: dict[str, Any]) -> None:
@@ -104,7 +107,7 @@ class RunFolder:
         Call it once the run is sure to start (the engine loaded), so that a failed start
         leaves `--out` as it was."""
         self.check(config)
-        self.lock()
+        self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False))
 
     def load_results(self) -> list[dict[str, Any]]:

@@ -50,6 +50,12 @@ class RayVerifier(Verifier):
         #: Ray tasks submitted so far
         self.tasks = 0
 
+    def unwrapped(self) -> Verifier:
+        return self.local.unwrapped()
+
+    def extract_answer(self, text: str) -> str | None:
+        return self.local.extract_answer(text)
+
     def _task(self) -> Any:
         if self._remote is None:
             ray = import_ray()

@@ -27,6 +27,12 @@ class ReferenceFreeVerifier(Verifier):
         self.reads_gold = inner.reads_gold
         self.timeout_s = inner.timeout_s
 
+    def unwrapped(self) -> Verifier:
+        return self.inner.unwrapped()
+
+    def extract_answer(self, text: str) -> str | None:
+        return self.inner.extract_answer(text)
+
     def verify(self, problem: Problem, completion: Completion) -> Verdict:
         if problem.answer is not None:
             return self.inner.verify(problem, completion)

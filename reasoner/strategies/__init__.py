@@ -15,26 +15,23 @@ from reasoner.strategies.self_refine import SelfRefine
 from reasoner.strategies.tot import TreeOfThought
 from reasoner.strategies.z3_program import Z3Program
 
-STRATEGIES: Registry[type[Strategy]] = Registry(
+STRATEGIES: Registry[type[Strategy]] = Registry.by_name(
     "strategy",
-    {
-        cls.name: cls
-        for cls in (
-            Greedy,
-            SelfConsistency,
-            BestOfN,
-            SelfRefine,
-            ProgramAided,
-            BeamSearch,
-            DVTS,
-            TreeOfThought,
-            MCTS,
-            FOLProver,
-            Z3Program,
-            LeanWholeProof,
-            LeanBestFirst,
-        )
-    },
+    (
+        Greedy,
+        SelfConsistency,
+        BestOfN,
+        SelfRefine,
+        ProgramAided,
+        BeamSearch,
+        DVTS,
+        TreeOfThought,
+        MCTS,
+        FOLProver,
+        Z3Program,
+        LeanWholeProof,
+        LeanBestFirst,
+    ),
 )
 
 __all__ = ["STRATEGIES", "Budget", "Strategy", "StrategyConfig", "load_strategy", "problem_seed"]

@@ -72,6 +72,10 @@ class ExecuteOptions(BaseModel):
     """Knobs every execute-and-vote strategy has; subclasses add their solver's."""
 
     model_config = ConfigDict(extra="forbid")
+    #: the prompt that asks for a program (each subclass names its own default)
+    prompt: str
+    #: the prompt that sends a failed program back with the solver's error
+    refine_prompt: str
     #: repairs per chain after the first program (0: no repair)
     max_refine_rounds: int = Field(1, ge=0)
     #: solver runs at once (provers and sandboxes are separate processes)

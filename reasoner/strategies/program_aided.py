@@ -111,10 +111,11 @@ class ProgramAided(NSampleStrategy[Options]):
         return parts
 
     def prepare(self, verifier: Verifier, config: StrategyConfig) -> None:
-        if verifier.runs_completion_as_code:
+        checker = verifier.unwrapped()  # the verifier behind a Ray or serving wrapper
+        if checker.runs_completion_as_code:
             raise ConfigError(
                 "program-aided runs the programs itself and checks what they print: use a "
-                f"verifier that reads answers such as `math`, not {verifier.name!r} (which "
+                f"verifier that reads answers such as `math`, not {checker.name!r} (which "
                 "would run the printed answer as code)"
             )
 

@@ -17,21 +17,18 @@ from reasoner.verifiers.reward_model import RewardModelVerifier
 
 # The judge takes a `generator=` (it says so with `needs_generator`) and the reward model a
 # `model=` keyword from the caller; every verifier takes `timeout_s=`.
-VERIFIERS: Registry[type[Verifier]] = Registry(
+VERIFIERS: Registry[type[Verifier]] = Registry.by_name(
     "verifier",
-    {
-        cls.name: cls
-        for cls in (
-            MathAnswerVerifier,
-            ProgramAidedMathVerifier,
-            UnitTestVerifier,
-            FOLVerifier,
-            ChoiceVerifier,
-            LeanVerifier,
-            LLMJudgeVerifier,
-            RewardModelVerifier,
-        )
-    },
+    (
+        MathAnswerVerifier,
+        ProgramAidedMathVerifier,
+        UnitTestVerifier,
+        FOLVerifier,
+        ChoiceVerifier,
+        LeanVerifier,
+        LLMJudgeVerifier,
+        RewardModelVerifier,
+    ),
 )
 
 

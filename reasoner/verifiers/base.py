@@ -58,6 +58,12 @@ class Verifier(ABC):
     def can_extract_answers(cls) -> bool:
         return cls.extract_answer is not Verifier.extract_answer
 
+    def unwrapped(self) -> Verifier:
+        """The verifier whose capabilities this one has: itself, or for a wrapper (Ray tasks,
+        the server's reference-free verifier) the verifier it wraps. Ask it, not the wrapper,
+        about class-level capabilities such as `runs_completion_as_code`."""
+        return self
+
     def equivalent(self, problem: Problem, a: str, b: str) -> bool:
         """Whether two extracted answers are the same answer (for majority voting)."""
         return a.strip() == b.strip()
