@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -147,21 +147,24 @@ def majority(answers: Sequence[str | None]) -> str | None:
     return next(a for a in votes if counts[a] == best)
 
 
-class ExecuteAndVote(Strategy):
+ExecuteOptionsT = TypeVar("ExecuteOptionsT", bound="ExecuteOptions")
+
+
+class ExecuteAndVote(Strategy, Generic[ExecuteOptionsT]):
     """Subclasses say how to run a program (`execute`) and, where the solver needs more than
     the problem rendered into `options.prompt`, how to ask for one (`first_messages`). Their
     options name the program prompt (`prompt`) and the repair prompt (`refine_prompt`)."""
 
     default_temperature: ClassVar[float] = 0.7
-    options_model: ClassVar[type[ExecuteOptions]] = ExecuteOptions
+    options_model: type[ExecuteOptionsT]
 
     # --- what a subclass provides ---------------------------------------------------------
 
     @abstractmethod
-    def execute(self, problem: Problem, text: str, options: Any) -> Outcome:
+    def execute(self, problem: Problem, text: str, options: ExecuteOptionsT) -> Outcome:
         """Run one program; never raises for anything the program does."""
 
-    def first_messages(self, problem: Problem, options: Any) -> tuple[ChatMessage, ...]:
+    def first_messages(self, problem: Problem, options: ExecuteOptionsT) -> tuple[ChatMessage, ...]:
         """The chat that asks for a program: `options.prompt` rendered for the problem."""
         return load_prompt(options.prompt).render(problem)
 
@@ -171,19 +174,19 @@ class ExecuteAndVote(Strategy):
         first: tuple[ChatMessage, ...],
         attempt: str,
         error: str,
-        options: Any,
+        options: ExecuteOptionsT,
     ) -> tuple[ChatMessage, ...]:
         """The chat that asks to fix `attempt`: the first chat, the attempt as the assistant's
         turn, then `options.refine_prompt` rendered with the solver's `error`."""
         feedback = load_prompt(options.refine_prompt).render(problem, error=error)
         return (*first, ChatMessage("assistant", attempt), *feedback)
 
-    def check_ready(self, options: Any) -> None:
+    def check_ready(self, options: ExecuteOptionsT) -> None:
         """Raise ConfigError when the solver cannot run at all, before a model is loaded."""
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def options(self, config: StrategyConfig) -> Any:
+    def options(self, config: StrategyConfig) -> ExecuteOptionsT:
         return parse_options(self.options_model, config.options, self.name)
 
     def prompts(self, config: StrategyConfig) -> list[PromptTemplate]:
@@ -319,7 +322,7 @@ class ExecuteAndVote(Strategy):
         jobs: list[_Job],
         steps: list[tuple[_Search, GenerationRequest, list[Completion]]],
         verifier: Verifier,
-        options: Any,
+        options: ExecuteOptionsT,
         round_: int,
     ) -> None:
         """Execute every program of one engine call (concurrently), verdict each, and record

@@ -185,11 +185,11 @@ def grounded(problem: Problem, premises: Sequence[str], conclusion: str) -> bool
     return any(name in text for name in names if len(name) >= 3)
 
 
-class FOLProver(ExecuteAndVote):
+class FOLProver(ExecuteAndVote[Options]):
     name: ClassVar[str] = "fol-prover"
-    options_model: ClassVar[type[ExecuteOptions]] = Options
+    options_model = Options
 
-    def check_ready(self, options: Any) -> None:
+    def check_ready(self, options: Options) -> None:
         try:
             if options.prover == "e":
                 eprover_path()
@@ -200,12 +200,12 @@ class FOLProver(ExecuteAndVote):
         except ProverUnavailable as exc:
             raise ConfigError(f"strategy.options.prover={options.prover}: {exc}") from None
 
-    def first_messages(self, problem: Problem, options: Any) -> tuple[ChatMessage, ...]:
+    def first_messages(self, problem: Problem, options: Options) -> tuple[ChatMessage, ...]:
         premises, statement = split_problem(problem)
         prompt = load_prompt(options.prompt)
         return prompt.render(problem, premises_nl=premises, statement=statement)
 
-    def execute(self, problem: Problem, text: str, options: Any) -> Outcome:
+    def execute(self, problem: Problem, text: str, options: Options) -> Outcome:
         formalisation = extract_formalisation(text)
         if formalisation is None:
             return Outcome(None, "no_formalisation", _NO_FORMALISATION)

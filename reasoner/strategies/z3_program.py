@@ -82,18 +82,18 @@ def _tail(text: str) -> str:
     return "\n".join(lines[-_TRACEBACK_LINES:])
 
 
-class Z3Program(ExecuteAndVote):
+class Z3Program(ExecuteAndVote[Options]):
     name: ClassVar[str] = "z3-program"
-    options_model: ClassVar[type[ExecuteOptions]] = Options
+    options_model = Options
 
-    def check_ready(self, options: Any) -> None:
+    def check_ready(self, options: Options) -> None:
         if shutil.which(sandbox.BWRAP) is None:
             raise ConfigError(
                 "the z3-program strategy runs model-written programs in the bubblewrap "
                 "sandbox, and `bwrap` is not on PATH: apt-get install bubblewrap"
             )
 
-    def execute(self, problem: Problem, text: str, options: Any) -> Outcome:
+    def execute(self, problem: Problem, text: str, options: Options) -> Outcome:
         letters = set(option_letters(problem).values())
         if not letters:
             return Outcome(None, "no_options", f"problem {problem.id!r} has no options", True)
