@@ -101,3 +101,16 @@ def test_repeated_starts_do_not_stack_handlers(tmp_path: Path) -> None:
             pass
     handlers = logging.getLogger("vllm").handlers
     assert len(handlers) == 1 and isinstance(handlers[0], logging.FileHandler)
+
+
+def test_a_command_with_one_engine_for_many_runs_logs_it_to_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compare and iterate load their engine inside `logging_to(OUT/engine.log)`; afterwards
+    (even after an error) later engines are not theirs."""
+    monkeypatch.delenv(engine_logs.ENV, raising=False)
+    log = tmp_path / "engine.log"
+    with pytest.raises(RuntimeError), engine_logs.logging_to(log):
+        assert engine_logs.destination() == log
+        raise RuntimeError("the engine did not start")
+    assert engine_logs.destination() is None
