@@ -228,3 +228,16 @@ def test_report_names_its_pareto_front(runs: list[Path], tmp_path: Path) -> None
     # greedy: 66.7% at 150 tokens/problem; self-consistency: 50% at 300 is beaten by it
     assert "(greedy)" in line
     assert "self_consistency" not in line
+
+
+def test_an_interval_a_rounding_error_past_its_point_still_plots(
+    runs: list[Path], tmp_path: Path
+) -> None:
+    """0 of 12 correct: the Wilson lower bound came out a hair above 0.0 in a real run, and
+    matplotlib refused the negative error bar, so `reasoner compare` crashed after its runs."""
+    summary_path = runs[0] / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary.update(accuracy=0.0, accuracy_ci95=[1e-17, 0.24])
+    summary_path.write_text(json.dumps(summary))
+    files = write_report(runs, tmp_path / "report")
+    assert all(p.read_bytes().startswith(PNG_MAGIC) for p in files.plots)

@@ -75,16 +75,19 @@ ENGINE_FLAGS = (
 
 def _eval(out: Path) -> tuple[list[str], Path]:
     command = [
-        *("eval", "gsm8k", "--model", MODEL, "--limit", "12", "--max-tokens", "256"),
+        # 40 problems: enough that the signal lands while later problems are still generating
+        *("eval", "gsm8k", "--model", MODEL, "--limit", "40", "--max-tokens", "256"),
         *("--no-progress", "--out", str(out), *ENGINE_FLAGS),
     ]
     return command, out / "results.jsonl"
 
 
 def _compare(out: Path) -> tuple[list[str], Path]:
-    """One shipped config through `reasoner compare`: the engine is the command's, not a run's."""
+    """Two shipped configs through `reasoner compare` (the engine is the command's, not a
+    run's); the signal lands during the first or the second, never after both."""
     command = [
-        *("compare", "gsm8k-greedy", "--model", MODEL, "--limit", "12", "--out", str(out)),
+        *("compare", "gsm8k-greedy", "gsm8k-sc8", "--model", MODEL, "--limit", "12"),
+        *("--out", str(out)),
         *("--set", "sampling.max_tokens=256", *ENGINE_FLAGS),
     ]
     return command, out / "gsm8k-greedy" / "results.jsonl"

@@ -477,10 +477,12 @@ def _legend(fig: Any, runs: Sequence[Run]) -> None:
 
 
 def _interval(summary: dict[str, Any]) -> tuple[float, float, float]:
-    """Accuracy and the distances down and up to its interval, in percent, as errorbar wants."""
+    """Accuracy and the distances down and up to its interval, in percent, as errorbar wants
+    (never negative: at 0% or 100% the Wilson bound can land a rounding error past the point,
+    and matplotlib refuses a negative error bar)."""
     accuracy = 100 * summary["accuracy"]
     low, high = summary["accuracy_ci95"]
-    return accuracy, accuracy - 100 * low, 100 * high - accuracy
+    return accuracy, max(0.0, accuracy - 100 * low), max(0.0, 100 * high - accuracy)
 
 
 def _accuracy_plot(runs: Sequence[Run], path: Path) -> Path:
