@@ -21,8 +21,6 @@ CONFIGS = {
 }
 
 
-
-
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_sample_config_plans(name: str, data_dir: Path) -> None:
     path = asset_dir("configs") / name

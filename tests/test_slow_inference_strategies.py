@@ -22,8 +22,6 @@ LIMIT = 3
 MAX_TOKENS = 128
 
 
-
-
 @pytest.fixture
 def counting(vllm_generator: Any) -> Iterator[CountingGenerator]:
     yield CountingGenerator(vllm_generator)

@@ -77,7 +77,6 @@ def _eval_config(
     )
 
 
-
 def _hard_ids(samples: Path, threshold: float) -> list[str]:
     """Problems whose share of correct samples is at most `threshold`, in file order."""
     ids = []

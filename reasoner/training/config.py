@@ -254,10 +254,11 @@ class ZOConfig(_StageConfig):
 
 
 StageConfig = SFTConfig | DPOConfig | ZOConfig | RewardConfig
-STAGE_CONFIGS: Registry[
-    type[SFTConfig] | type[DPOConfig] | type[ZOConfig] | type[RewardConfig]
-] = Registry(
-    "training stage", {"sft": SFTConfig, "dpo": DPOConfig, "zo": ZOConfig, "reward": RewardConfig}
+STAGE_CONFIGS: Registry[type[SFTConfig] | type[DPOConfig] | type[ZOConfig] | type[RewardConfig]] = (
+    Registry(
+        "training stage",
+        {"sft": SFTConfig, "dpo": DPOConfig, "zo": ZOConfig, "reward": RewardConfig},
+    )
 )
 
 

@@ -66,9 +66,7 @@ def recording_callback(log: MetricsLog, guard: DivergenceGuard) -> Any:
     return RecordMetrics()
 
 
-def trainer_arguments(
-    config: TrainerConfig, checkpoints: Path, evaluate: bool
-) -> dict[str, Any]:
+def trainer_arguments(config: TrainerConfig, checkpoints: Path, evaluate: bool) -> dict[str, Any]:
     """TrainingArguments shared by TRL's SFTConfig, DPOConfig and RewardConfig."""
     t = config.train
     cuda = use_cuda()
