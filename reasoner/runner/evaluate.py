@@ -164,106 +164,114 @@ def run_eval(config: EvalConfig, generator: Generator | None = None) -> dict[str
     out = Path(config.out or default_out(config))
     folder = RunFolder(out)
     try:
-        resolved_config = config.model_dump(mode="json")
-        folder.check(resolved_config)  # nothing is written to --out until the engine has started
-        if folder.path.is_dir():  # before reading: a second writer must not touch a live run
-            folder.lock()
-        finished_ids = {row["problem"]["id"] for row in folder.load_results()}
-        pending = [p for p in problems if p.id not in finished_ids]
-
-        session: dict[str, Any] = {
-            "started": datetime.now(UTC).isoformat(),
-            "problems": 0,
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "engine_calls": 0,
-        }
-        if pending:
-            started = time.perf_counter()
-            owns_generator = generator is None
-            engine_logs.log_engine_to(folder.path / "engine.log")
-            if generator is None:
-                if config.ray is not None:
-                    from reasoner.scale.replicas import load_ray_generator
-
-                    generator, resolved_model = load_ray_generator(config.model, config.ray)
-                else:
-                    generator, resolved_model = load_generator(config.model)
-            elif resolve_backend(config.model) != "openai":
-                resolved_model = resolve_model(config.model.name)  # for the manifest's hashes
-            else:
-                resolved_model = None
-            session["load_time_s"] = time.perf_counter() - started
-            try:
-                folder.lock()
-                folder.prepare(resolved_config)
-            except BaseException:
-                if owns_generator:
-                    generator.close()
-                raise
-            # what another process finished in this folder while this one loaded its engine
-            finished_ids = {row["problem"]["id"] for row in folder.load_results()}
-            pending = [p for p in pending if p.id not in finished_ids]
-            if config.model.adapter is not None:
-                generator = AdapterGenerator(generator, config.model.adapter)
-            # a start record first, so a session killed before it could finish still counts
-            folder.append_session(
-                {"event": "start", "started": session["started"], "pending": len(pending)}
-            )
-            if not folder.manifest_path.is_file():
-                folder.write_manifest(_manifest(plan, generator, resolved_model))
-            progress = tqdm(
-                total=len(problems),
-                initial=len(problems) - len(pending),
-                unit="problem",
-                desc=f"{config.benchmark}/{config.strategy.name}",
-                disable=not config.progress,
-            )
-
-            def record(trace: Trace) -> None:
-                folder.append_result(trace.to_dict())
-                session["problems"] += 1
-                session["prompt_tokens"] += trace.usage.prompt_tokens
-                session["completion_tokens"] += trace.usage.completion_tokens
-                progress.update(1)
-
-            generation_started = time.perf_counter()
-            scorer = build_scorer(config.strategy.scorer, generator)
-            verifier = plan.verifier
-            if config.ray is not None:  # checks run as Ray tasks across the cluster
-                from reasoner.scale.verifiers import ray_verifier
-
-                verifier = ray_verifier(plan.verifier, config.ray)
-            try:
-                fitting, oversized = split_oversized(plan, pending, generator)
-                for trace in oversized:
-                    record(trace)
-                session["engine_calls"] += 1
-                plan.strategy.run(
-                    fitting,
-                    generator,
-                    verifier,
-                    dataclasses.replace(plan.strategy_config, scorer=scorer),
-                    on_trace=record,
-                )
-            finally:
-                progress.close()
-                session["generate_wall_s"] = time.perf_counter() - generation_started
-                folder.append_session({"event": "end", **session})
-                verifier.close()
-                if scorer is not None:
-                    scorer.close()
-                if owns_generator:
-                    generator.close()
-                engine_logs.log_engine_to(None)  # later engines in this process are not this run's
-        else:  # nothing left to run: the summary is rewritten from the results
-            folder.lock()
-            folder.prepare(resolved_config)
-        summary = _summary(plan, problems, folder)
-        folder.write_summary(summary)
-        return summary
+        return _run_in(folder, plan, problems, generator)
     finally:
         folder.unlock()
+
+
+def _run_in(
+    folder: RunFolder, plan: EvalPlan, problems: list[Problem], generator: Generator | None
+) -> dict[str, Any]:
+    """`run_eval` inside its folder; the caller releases the folder's lock however this ends."""
+    config = plan.config
+    resolved_config = config.model_dump(mode="json")
+    folder.check(resolved_config)  # nothing is written to --out until the engine has started
+    if folder.path.is_dir():  # before reading: a second writer must not touch a live run
+        folder.lock()
+    finished_ids = {row["problem"]["id"] for row in folder.load_results()}
+    pending = [p for p in problems if p.id not in finished_ids]
+
+    session: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(),
+        "problems": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "engine_calls": 0,
+    }
+    if pending:
+        started = time.perf_counter()
+        owns_generator = generator is None
+        engine_logs.log_engine_to(folder.path / "engine.log")
+        if generator is None:
+            if config.ray is not None:
+                from reasoner.scale.replicas import load_ray_generator
+
+                generator, resolved_model = load_ray_generator(config.model, config.ray)
+            else:
+                generator, resolved_model = load_generator(config.model)
+        elif resolve_backend(config.model) != "openai":
+            resolved_model = resolve_model(config.model.name)  # for the manifest's hashes
+        else:
+            resolved_model = None
+        session["load_time_s"] = time.perf_counter() - started
+        try:
+            folder.lock()
+            folder.prepare(resolved_config)
+        except BaseException:
+            if owns_generator:
+                generator.close()
+            raise
+        # what another process finished in this folder while this one loaded its engine
+        finished_ids = {row["problem"]["id"] for row in folder.load_results()}
+        pending = [p for p in pending if p.id not in finished_ids]
+        if config.model.adapter is not None:
+            generator = AdapterGenerator(generator, config.model.adapter)
+        # a start record first, so a session killed before it could finish still counts
+        folder.append_session(
+            {"event": "start", "started": session["started"], "pending": len(pending)}
+        )
+        if not folder.manifest_path.is_file():
+            folder.write_manifest(_manifest(plan, generator, resolved_model))
+        progress = tqdm(
+            total=len(problems),
+            initial=len(problems) - len(pending),
+            unit="problem",
+            desc=f"{config.benchmark}/{config.strategy.name}",
+            disable=not config.progress,
+        )
+
+        def record(trace: Trace) -> None:
+            folder.append_result(trace.to_dict())
+            session["problems"] += 1
+            session["prompt_tokens"] += trace.usage.prompt_tokens
+            session["completion_tokens"] += trace.usage.completion_tokens
+            progress.update(1)
+
+        generation_started = time.perf_counter()
+        scorer = build_scorer(config.strategy.scorer, generator)
+        verifier = plan.verifier
+        if config.ray is not None:  # checks run as Ray tasks across the cluster
+            from reasoner.scale.verifiers import ray_verifier
+
+            verifier = ray_verifier(plan.verifier, config.ray)
+        try:
+            fitting, oversized = split_oversized(plan, pending, generator)
+            for trace in oversized:
+                record(trace)
+            session["engine_calls"] += 1
+            plan.strategy.run(
+                fitting,
+                generator,
+                verifier,
+                dataclasses.replace(plan.strategy_config, scorer=scorer),
+                on_trace=record,
+            )
+        finally:
+            progress.close()
+            session["generate_wall_s"] = time.perf_counter() - generation_started
+            folder.append_session({"event": "end", **session})
+            verifier.close()
+            if scorer is not None:
+                scorer.close()
+            if owns_generator:
+                generator.close()
+            engine_logs.log_engine_to(None)  # later engines in this process are not this run's
+    else:  # nothing left to run: the summary is rewritten from the results
+        folder.lock()
+        folder.prepare(resolved_config)
+    summary = _summary(plan, problems, folder)
+    folder.write_summary(summary)
+    return summary
 
 
 def split_oversized(
