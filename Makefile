@@ -41,7 +41,7 @@ demo: install
 
 test: install system-deps lint
 	$(BIN)/reasoner models --fetch smollm2-135m-instruct
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=30
 
 test-fast: install system-deps
 	$(BIN)/python -m pytest -q -m "not slow"

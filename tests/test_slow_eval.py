@@ -1,5 +1,11 @@
 """`reasoner eval` with the real vLLM engine: end to end, killed with SIGKILL and resumed,
-and through a real `vllm serve` over HTTP."""
+and through a real `vllm serve` over HTTP.
+
+The kill-and-resume test also stands for two checks that would each cost an engine start of
+their own: SIGKILL of the CLI's process alone leaves no engine process behind (issue 16 item
+2; the other signals are in test_slow_procs), and `--verbose` streams the engine's logs to
+the terminal instead of RUN/engine.log (item 4; the quiet default is in
+test_slow_quiet_terminal)."""
 
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from reasoner.models.openai_server import OpenAIServerGenerator
 from reasoner.runner.evaluate import run_eval
 from reasoner.runner.run_folder import RunFolder
 from reasoner.types import ChatMessage, GenerationRequest, SamplingParams
+from tests.processes import descendants, kill_all, name, survivors
 
 pytestmark = pytest.mark.slow
 
@@ -100,10 +107,10 @@ def test_eval_of_ten_gsm8k_problems(uninterrupted: dict[str, Any]) -> None:
     assert manifest["model"]["generator"].startswith("vllm:")
 
 
-def _cli(out: Path, data_dir: Path) -> subprocess.Popen[bytes]:
+def _cli(out: Path, data_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "REASONER_DATA_DIR": str(data_dir)}
     return subprocess.Popen(
-        [sys.executable, "-m", "reasoner.cli", "eval", *CLI_ARGS, "--out", str(out)],
+        [sys.executable, "-m", "reasoner.cli", "eval", *CLI_ARGS, "--out", str(out), *extra],
         env=env,
         start_new_session=True,
         stdout=subprocess.PIPE,
@@ -126,15 +133,27 @@ def test_sigkill_and_resume_loses_nothing(
         assert process.poll() is None, process.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
         assert time.monotonic() < deadline, "no results within 10 minutes"
         time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)  # the CLI and vLLM's engine process, mid-batch
+    family = descendants(process.pid)  # vLLM's EngineCore, its worker, the verifier's pool
+    assert any("EngineCore" in name(pid) for pid in family), [name(p) for p in family]
+    os.kill(process.pid, signal.SIGKILL)  # the CLI's own process alone, mid-batch
     process.wait()
+    try:
+        assert survivors(family) == []  # each died with its parent
+    finally:
+        kill_all(family)
     before = results.read_bytes()
     finished = before.count(b"\n")
     assert 3 <= finished < LIMIT, "the kill should land mid-run"
+    engine_log = (out / "engine.log").read_text()
+    assert "EngineCore" in engine_log
 
-    resumed = _cli(out, data_dir)
+    resumed = _cli(out, data_dir, "--verbose")
     output = resumed.communicate(timeout=900)[0].decode()
     assert resumed.returncode == 0, output[-3000:]
+    # --verbose: the engine's lines on the terminal, none added to engine.log
+    assert "EngineCore" in output
+    assert "dtype: float32 (set in the config)" in output
+    assert (out / "engine.log").read_text() == engine_log
     after = results.read_bytes()
     assert after.startswith(before[: before.rfind(b"\n") + 1]), "finished rows were rewritten"
     rows = RunFolder(out).load_results()

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 FIXTURES = Path(__file__).parent / "fixtures" / "loops"
 
 
-def loop_settings(stage: str, out: Path) -> dict[str, Any]:
+def loop_settings(stage: str, out: Path, rounds: int = 2) -> dict[str, Any]:
     """Easy sums, so a 135M model has correct and incorrect samples to learn from."""
 
     def problems(name: str) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def loop_settings(stage: str, out: Path) -> dict[str, Any]:
 
     return {
         "stage": stage,
-        "rounds": 2,
+        "rounds": rounds,
         # the shared test engine's settings, so a subprocess loads the same engine
         "model": {
             "name": TEST_MODEL,
@@ -67,8 +67,8 @@ def loop_settings(stage: str, out: Path) -> dict[str, Any]:
     }
 
 
-def _check_rounds(out: Path, summaries: list[dict[str, Any]]) -> None:
-    assert [s["round"] for s in summaries] == [0, 1, 2]
+def _check_rounds(out: Path, summaries: list[dict[str, Any]], rounds: int = 2) -> None:
+    assert [s["round"] for s in summaries] == list(range(rounds + 1))
     assert summaries[0]["adapter"] is None
     for summary in summaries[1:]:
         adapter = Path(summary["adapter"])
@@ -81,7 +81,8 @@ def _check_rounds(out: Path, summaries: list[dict[str, Any]]) -> None:
             (out / "rounds" / str(summary["round"]) / "eval" / "manifest.json").read_text()
         )
         assert manifest["adapter"]["path"] == summary["adapter"]
-    assert summaries[1]["adapter"] != summaries[2]["adapter"]
+    if rounds > 1:
+        assert summaries[1]["adapter"] != summaries[2]["adapter"]
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +119,11 @@ def test_iterative_dpo_runs_two_rounds(tmp_path: Path, vllm_generator: Generator
 def test_sigkill_mid_training_resumes_to_the_uninterrupted_results(
     tmp_path: Path, data_dir: Path, uninterrupted_sft: dict[str, Any], vllm_generator: Generator
 ) -> None:
+    # one round: the kill lands in round 1's training, and what a resume does after it (round
+    # 2 from round 1's adapter) is the uninterrupted loop's test
     out = tmp_path / "loop"
     config_file = tmp_path / "loop.yaml"
-    config_file.write_text(yaml.safe_dump(loop_settings("sft", out)))
+    config_file.write_text(yaml.safe_dump(loop_settings("sft", out, rounds=1)))
     log = tmp_path / "loop.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "reasoner.cli", "iterate", "--config", str(config_file)],
@@ -152,15 +155,15 @@ def test_sigkill_mid_training_resumes_to_the_uninterrupted_results(
     samples_before = (out / "rounds" / "1" / "samples" / "results.jsonl").read_bytes()
 
     summaries = run_iterate(
-        build_config(IterateConfig, loop_settings("sft", out)), generator=vllm_generator
+        build_config(IterateConfig, loop_settings("sft", out, rounds=1)), generator=vllm_generator
     )
-    _check_rounds(out, summaries)
+    _check_rounds(out, summaries, rounds=1)
     # nothing finished before the kill was redone
     assert (out / "rounds" / "1" / "data.jsonl").read_bytes() == data_before
     assert (out / "rounds" / "1" / "samples" / "results.jsonl").read_bytes() == samples_before
-    # and the rounds the kill did not touch match the uninterrupted loop's: the same seeds gave
-    # the same samples and data set. (Later rounds are not compared: vLLM's CPU kernels are not
-    # batch-invariant, and a resumed round batches differently.)
+    # and what the kill did not touch matches the uninterrupted loop's: the same seeds gave the
+    # same samples and data set. (The resumed round's held-out eval is not compared: vLLM's CPU
+    # kernels are not batch-invariant, and a resumed run batches differently.)
     reference = uninterrupted_sft["out"]
     assert (out / "rounds" / "1" / "data.jsonl").read_text() == (
         reference / "rounds" / "1" / "data.jsonl"
