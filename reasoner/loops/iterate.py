@@ -265,17 +265,14 @@ def default_out(config: IterateConfig) -> str:
 
 def run_iterate(config: IterateConfig, generator: Generator | None = None) -> list[dict[str, Any]]:
     """Run (or resume) the loop; returns the summaries of rounds 0..R. The loop's folder is
-    held (`RunFolder.lock`) for the whole run, so a second loop on it is refused."""
+    held (`RunFolder.held`) for the whole run, so a second loop on it is refused."""
     if config.stage == "dpo" and config.sample.strategy.n < 2 and config.sample.hard_n < 2:
         raise ConfigError("iterative DPO needs pairs: sample.strategy.n must be at least 2")
     out = Path(config.out or default_out(config))
     top = RunFolder(out)
     top.check(config.model_dump(mode="json"))
-    top.lock()
-    try:
+    with top.held():
         return _run_loop(config, out, top, generator)
-    finally:
-        top.unlock()
 
 
 def _run_loop(

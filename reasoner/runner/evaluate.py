@@ -318,8 +318,7 @@ def merge_shards(folders: Sequence[Path], out: Path) -> dict[str, Any]:
     merged = RunFolder(out)
     if merged.path.exists() and any(merged.path.iterdir()):
         raise ConfigError(f"{out} already exists and is not empty")
-    merged.lock()
-    try:
+    with merged.held():
         merged.prepare(plan.config.model_dump(mode="json"))
         merged.write_results(row for f in folders for row in read_results(f, missing_ok=True))
         concatenate_jsonl([f / "sessions.jsonl" for f in folders], merged.sessions_path)
@@ -335,8 +334,6 @@ def merge_shards(folders: Sequence[Path], out: Path) -> dict[str, Any]:
         summary = _summary(plan, selected_problems(plan), merged)
         merged.write_summary(summary)
         return summary
-    finally:
-        merged.unlock()
 
 
 def default_out(config: EvalConfig) -> str:

@@ -344,12 +344,9 @@ def write_rescored(result: Rescored) -> None:
             f"{result.folder}: the verifier failed on problems that it had graded before "
             f"({', '.join(result.new_errors[:5])}); nothing was written"
         )
-    run = RunFolder(result.folder)
-    run.lock()  # a run still being written is refused, not rewritten under its writer
-    try:
+    # a run still being written is refused, not rewritten under its writer
+    with RunFolder(result.folder).held() as run:
         _swap_in(run, result)
-    finally:
-        run.unlock()
 
 
 def _swap_in(run: RunFolder, result: Rescored) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -70,6 +71,16 @@ class RunFolder:
             fcntl.flock(self._lock, fcntl.LOCK_UN)  # not only close: a forked child shares it
             self._lock.close()
             self._lock = None
+
+    @contextmanager
+    def held(self) -> Iterator[RunFolder]:
+        """`lock()` for the `with` block, released however it ends (for the commands that hold
+        the folder from start to end; eval locks later, once its engine is up)."""
+        self.lock()
+        try:
+            yield self
+        finally:
+            self.unlock()
 
     def check(self, config: dict[str, Any]) -> None:
         """Refuse, without writing anything, a path that cannot hold this run: a file, a folder
