@@ -23,6 +23,7 @@ at the step it was in and keeps everything it had finished:
 from __future__ import annotations
 
 import json
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from reasoner.loops.config import IterateConfig, ProblemSlice
 from reasoner.loops.train_child import memory_report, train_in_child
 from reasoner.models import Generator, engine_logs, load_generator
 from reasoner.runner.evaluate import plan_eval, run_eval, selected_problems
-from reasoner.runner.heldout import require_disjoint
+from reasoner.runner.heldout import HeldoutOverlapWarning, require_disjoint
 from reasoner.runner.manifest import folder_sha256, git_commit, hardware, package_versions
 from reasoner.runner.run_folder import RunFolder
 from reasoner.runs import read_results, write_text_atomic
@@ -322,7 +323,11 @@ def _run_loop(
             data: Path | None = None
             train_rss: float | None = None
             if index > 0:
-                sample_folders = _sample_round(config, out, index, adapter, generator)
+                with warnings.catch_warnings():
+                    # sampling the training problems with the adapter trained on them is the
+                    # loop's job, not a leak (the overlap is still in each sample summary)
+                    warnings.simplefilter("ignore", HeldoutOverlapWarning)
+                    sample_folders = _sample_round(config, out, index, adapter, generator)
                 data = _data_round(config, out, index, sample_folders)
                 adapter, train_rss = _train_round(config, out, index, data, adapter)
             eval_dir = round_dir(out, index) / "eval"
