@@ -93,8 +93,8 @@ def test_sigterm_raises_terminated_in_the_main_thread() -> None:
 import time
 from reasoner.procs import Terminated, interrupt_on_sigterm
 interrupt_on_sigterm()
-print("ready", flush=True)
-try:
+try:  # "ready" inside the try: the signal may land while print returns
+    print("ready", flush=True)
     time.sleep(60)
 except KeyboardInterrupt as exc:
     print(type(exc).__name__, isinstance(exc, Terminated), flush=True)
